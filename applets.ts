@@ -1,0 +1,13 @@
+/**
+ * Every plugin cnikit can act as, by the name a runtime looks up in CNI_PATH.
+ * @module
+ */
+
+import type { Plugin } from "./lib/skel.ts";
+import { loopback } from "./plugins/loopback.ts";
+
+/** The plugins, in the order `cnikit --help` lists them. */
+export const PLUGINS: readonly Plugin[] = [loopback];
+
+/** Every applet name: the plugins plus `cnitool`. */
+export const APPLET_NAMES: readonly string[] = [...PLUGINS.map((p) => p.name), "cnitool"];

@@ -1,0 +1,181 @@
+/**
+ * Finding and running plugins: lookup in CNI_PATH, exec with the CNI
+ * environment and a deadline, decoding of their errors and results, and
+ * delegation (IPAM) from one plugin to another. When the delegate is another
+ * cnikit applet it runs in this process: the same code, one process start
+ * less.
+ * @module
+ */
+
+import { CniError, ErrorCode } from "./errors.ts";
+import { baseName } from "./paths.ts";
+import { type CmdArgs, type Command, type Plugin, runPlugin } from "./skel.ts";
+import { parseResult, toCurrentResult } from "./spec/convert.ts";
+import type { Result } from "./spec/schemas.ts";
+
+const inProcess = new Map<string, Plugin>();
+let selfPath: string | undefined;
+
+/**
+ * Registers the applets that can run in this process when a lookup finds a
+ * file that is this very executable under another name.
+ */
+export function registerInProcess(executable: string, plugins: Iterable<Plugin>): void {
+  selfPath = realPathOrUndefined(executable);
+  for (const plugin of plugins) inProcess.set(plugin.name, plugin);
+}
+
+function realPathOrUndefined(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Finds `name` in the directories of `paths`: the first regular file wins.
+ * A name with a path separator or `..` is refused.
+ */
+export function findPlugin(name: string, paths: string[]): string {
+  if (name === "") throw new CniError(ErrorCode.invalidNetworkConfig, "no plugin name provided");
+  if (name.includes("/") || name === ".." || name === ".") {
+    throw new CniError(ErrorCode.invalidNetworkConfig, `invalid plugin name: ${name}`);
+  }
+  if (paths.length === 0) throw new CniError(ErrorCode.invalidEnvironment, "no paths provided");
+  for (const dir of paths) {
+    const candidate = `${dir}/${name}`;
+    try {
+      if (Deno.statSync(candidate).isFile) return candidate;
+    } catch { /* try the next directory */ }
+  }
+  throw new CniError(
+    ErrorCode.invalidNetworkConfig,
+    `failed to find plugin "${name}" in path [${paths.join(" ")}]`,
+  );
+}
+
+/** Options for {@link execPlugin}. */
+export interface ExecOptions {
+  /** Kill the plugin after this many milliseconds. */
+  timeoutMs?: number;
+}
+
+function pluginFailure(
+  code: number | null,
+  signal: string | null,
+  stdout: string,
+  stderr: string,
+): CniError {
+  const status = signal
+    ? `signal: ${signal === "SIGKILL" ? "killed" : signal}`
+    : `exit status ${code}`;
+  if (stdout.trim() !== "") {
+    try {
+      const e = JSON.parse(stdout) as { code?: unknown; msg?: unknown; details?: unknown };
+      return new CniError(
+        typeof e.code === "number" ? e.code : ErrorCode.unknown,
+        typeof e.msg === "string" ? e.msg : "",
+        typeof e.details === "string" ? e.details : "",
+      );
+    } catch (err) {
+      return new CniError(
+        ErrorCode.unknown,
+        `netplugin failed but error parsing its diagnostic message "${stdout}": ${
+          (err as Error).message
+        }`,
+      );
+    }
+  }
+  if (stderr !== "") {
+    return new CniError(ErrorCode.unknown, `netplugin failed: "${stderr}": ${status}`);
+  }
+  return new CniError(ErrorCode.unknown, `netplugin failed with no error message: ${status}`);
+}
+
+/**
+ * Runs the plugin at `path` with `env` (the complete environment) and
+ * `stdin`; returns its stdout, or throws the error it reported. A plugin
+ * that is this executable runs in-process.
+ */
+export async function execPlugin(
+  path: string,
+  env: Record<string, string>,
+  stdin: Uint8Array,
+  options: ExecOptions = {},
+): Promise<string> {
+  const local = selfPath && inProcess.get(baseName(path));
+  if (local && realPathOrUndefined(path) === selfPath) {
+    const output = await runPlugin(local, { env, readStdin: () => Promise.resolve(stdin) });
+    if (output.code !== 0) throw pluginFailure(output.code, null, output.stdout, "");
+    return output.stdout;
+  }
+  for (let attempt = 0;; attempt++) {
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(path, {
+        env,
+        clearEnv: true,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (e) {
+      // libcni retries "text file busy": a plugin binary still being written.
+      if (attempt < 5 && /text file busy/i.test(String(e))) {
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      throw new CniError(ErrorCode.ioFailure, `failed to exec ${path}: ${(e as Error).message}`);
+    }
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }, options.timeoutMs);
+    try {
+      const writer = child.stdin.getWriter();
+      await writer.write(stdin).catch(() => {});
+      await writer.close().catch(() => {});
+      const output = await child.output();
+      const stdout = new TextDecoder().decode(output.stdout);
+      const stderr = new TextDecoder().decode(output.stderr);
+      if (!output.success) throw pluginFailure(output.code, output.signal, stdout, stderr);
+      if (stderr) await Deno.stderr.write(output.stderr);
+      return stdout;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** Decodes the stdout of a successful ADD: `{}` or a missing cniVersion take the config's version. */
+export function decodeAddOutput(stdout: string, configVersion: string): Result {
+  let value: unknown;
+  try {
+    value = JSON.parse(stdout);
+  } catch (e) {
+    throw new CniError(
+      ErrorCode.decodingFailure,
+      `failed to unmarshal raw result: ${(e as Error).message}`,
+    );
+  }
+  return toCurrentResult(parseResult(value, configVersion));
+}
+
+/**
+ * Runs a delegate plugin (usually IPAM) with the caller's environment and
+ * config, changing only CNI_COMMAND. Returns the result for ADD.
+ */
+export async function delegate(
+  type: string,
+  command: Command,
+  args: CmdArgs,
+): Promise<Result | undefined> {
+  if (args.path.length === 0) {
+    throw new CniError(ErrorCode.invalidEnvironment, "required env variables [CNI_PATH] missing");
+  }
+  const path = findPlugin(type, args.path);
+  const stdout = await execPlugin(path, { ...args.env, CNI_COMMAND: command }, args.stdin);
+  return command === "ADD" ? decodeAddOutput(stdout, args.cniVersion) : undefined;
+}

@@ -1,0 +1,61 @@
+/**
+ * The `ip` tool (iproute2): many commands in one `ip -batch -` process,
+ * optionally inside a netns, with JSON output of the `show` commands parsed.
+ * One spawn for a whole step is what keeps a plugin call fast.
+ * @module
+ */
+
+import { run } from "./exec.ts";
+
+/** One `ip` command as an argument array, e.g. `["link", "set", "lo", "up"]`. */
+export type IpCommand = string[];
+
+/** Options for {@link ipBatch}. */
+export interface IpOptions {
+  /** Run inside this netns. */
+  netns?: string;
+  /** Keep going after a failing command (`ip -force`). */
+  force?: boolean;
+}
+
+function quote(arg: string): string {
+  return /^[^\s"'\\]+$/.test(arg) ? arg : `"${arg.replace(/["\\]/g, "\\$&")}"`;
+}
+
+/**
+ * Runs `commands` in one `ip -json -batch -` and returns the parsed output
+ * of each command that printed JSON, in order.
+ */
+export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): Promise<unknown[]> {
+  if (commands.length === 0) return [];
+  const flags = ["-json", ...(options.force ? ["-force"] : []), "-batch", "-"];
+  const { stdout } = await run("ip", flags, {
+    stdin: commands.map((c) => c.map(quote).join(" ")).join("\n") + "\n",
+    ...(options.netns ? { netns: options.netns } : {}),
+  });
+  return stdout.split("\n").filter((line) => line.startsWith("[") || line.startsWith("{")).map((
+    line,
+  ) => JSON.parse(line));
+}
+
+/** An address as `ip -j addr` reports it. */
+export interface AddrInfo {
+  family: "inet" | "inet6";
+  local: string;
+  prefixlen: number;
+  scope: string;
+}
+
+/** A link as `ip -j addr show` / `ip -j link show` reports it. */
+export interface LinkInfo {
+  ifindex: number;
+  ifname: string;
+  flags: string[];
+  mtu: number;
+  operstate?: string;
+  address?: string;
+  master?: string;
+  link_type?: string;
+  addr_info?: AddrInfo[];
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
+}

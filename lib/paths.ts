@@ -1,0 +1,17 @@
+/**
+ * Path helpers for the hot start-up path. `node:path` and `node:url` pull in
+ * Deno's Node compatibility layer, which costs milliseconds on every plugin
+ * start; these few lines cost nothing.
+ * @module
+ */
+
+/** The last component of a path (`/a/b/bridge` → `bridge`). */
+export function baseName(path: string): string {
+  const trimmed = path.replace(/\/+$/, "");
+  return trimmed.slice(trimmed.lastIndexOf("/") + 1);
+}
+
+/** The filesystem path of a `file:` URL. */
+export function filePathOf(url: string): string {
+  return decodeURIComponent(new URL(url).pathname);
+}

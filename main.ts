@@ -1,0 +1,70 @@
+/**
+ * cnikit's entry point. The applet is chosen by the name the program was
+ * started under (a symlink named `bridge`, `host-local`, `cnitool`, …), or by
+ * the first argument when started as `cnikit` itself.
+ * @module
+ */
+
+import { APPLET_NAMES, PLUGINS } from "./applets.ts";
+import { cnitoolMain } from "./cnitool/main.ts";
+import { registerInProcess } from "./lib/invoke.ts";
+import { baseName, filePathOf } from "./lib/paths.ts";
+import { pluginMain } from "./lib/skel.ts";
+
+/** The file this program runs as: the compiled binary, or the bundle launcher. */
+function executablePath(): string {
+  if (Deno.build.standalone) return Deno.execPath();
+  return Deno.mainModule.startsWith("file:") ? filePathOf(Deno.mainModule) : Deno.execPath();
+}
+
+/** The name the program was started under, as busybox reads argv[0]. */
+async function invokedName(): Promise<string> {
+  if (Deno.build.standalone) {
+    // Only a compiled binary needs argv[0]; node:process is too slow to load
+    // on every start otherwise.
+    const { default: process } = await import("node:process");
+    return baseName(process.argv0);
+  }
+  return baseName(executablePath());
+}
+
+function usage(): string {
+  return `cnikit: a CNI toolkit — one executable for every CNI plugin and cnitool
+
+Usage:
+  cnikit <applet> [args…]        run an applet, e.g. "cnikit cnitool add mynet /run/netns/x"
+  <applet> [args…]               the same through a symlink named after the applet
+  cnikit --help | --list         this text | the applet names, one per line
+
+Applets:
+  ${APPLET_NAMES.join(", ")}
+`;
+}
+
+async function main(): Promise<number> {
+  registerInProcess(executablePath(), PLUGINS);
+  let name = await invokedName();
+  let args = Deno.args;
+  if (!APPLET_NAMES.includes(name)) {
+    const [first, ...rest] = args;
+    if (first === "--list") {
+      console.log(APPLET_NAMES.join("\n"));
+      return 0;
+    }
+    if (
+      first === undefined || first === "--help" || first === "-h" || !APPLET_NAMES.includes(first)
+    ) {
+      const unknown = first !== undefined && !first.startsWith("-");
+      (unknown ? console.error : console.log)(
+        (unknown ? `cnikit: unknown applet "${first}"\n\n` : "") + usage(),
+      );
+      return unknown || first === undefined ? 1 : 0;
+    }
+    [name, args] = [first, rest];
+  }
+  if (name === "cnitool") return await cnitoolMain(args);
+  const plugin = PLUGINS.find((p) => p.name === name)!;
+  return await pluginMain(plugin);
+}
+
+Deno.exit(await main());

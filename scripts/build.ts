@@ -1,0 +1,78 @@
+/**
+ * Builds dist/bin/cnikit and one symlink per applet.
+ *
+ * Where Deno's `denort` runtime is at hand (DENO_DIR cache or DENORT_BIN) the
+ * result is a real `deno compile` binary. Otherwise it is the minified bundle
+ * behind a shebang that runs it with this machine's deno: the same multicall
+ * behaviour, one file, no network or cache needed at run time.
+ * dist/build-info.json says which one was built.
+ * @module
+ */
+
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { APPLET_NAMES } from "../applets.ts";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const dist = join(root, "dist");
+const bin = join(dist, "bin");
+const target = `${Deno.build.arch}-unknown-linux-gnu`;
+
+function denoDir(): string {
+  return Deno.env.get("DENO_DIR") ?? join(Deno.env.get("HOME") ?? "/root", ".cache", "deno");
+}
+
+function denortAvailable(): boolean {
+  if (Deno.env.get("DENORT_BIN")) return true;
+  const zip = join(denoDir(), "dl", "release", `v${Deno.version.deno}`, `denort-${target}.zip`);
+  try {
+    return Deno.statSync(zip).isFile;
+  } catch {
+    return false;
+  }
+}
+
+async function deno(args: string[]): Promise<void> {
+  const { code } = await new Deno.Command(Deno.execPath(), { args, cwd: root }).output();
+  if (code !== 0) throw new Error(`deno ${args.join(" ")} failed with exit code ${code}`);
+}
+
+async function buildCompiled(out: string): Promise<void> {
+  await deno(["compile", "-A", "--quiet", "--output", out, "main.ts"]);
+}
+
+async function buildLauncher(out: string): Promise<void> {
+  const bundle = join(dist, "cnikit.js");
+  await deno(["bundle", "--quiet", "--minify", "--platform", "deno", "-o", bundle, "main.ts"]);
+  // `env -S` splits the flags; the absolute deno path matters because
+  // runtimes exec plugins with a minimal PATH, or none.
+  const shebang =
+    `#!/usr/bin/env -S ${Deno.execPath()} run -A --no-config --no-lock --no-prompt --quiet --ext=js\n`;
+  await Deno.writeTextFile(out, shebang + await Deno.readTextFile(bundle));
+  await Deno.chmod(out, 0o755);
+  await Deno.remove(bundle);
+}
+
+async function main(): Promise<void> {
+  await Deno.remove(bin, { recursive: true }).catch(() => {});
+  await Deno.mkdir(bin, { recursive: true });
+  const out = join(bin, "cnikit");
+  const kind = denortAvailable() ? "compiled" : "launcher";
+  if (kind === "compiled") await buildCompiled(out);
+  else await buildLauncher(out);
+  for (const name of APPLET_NAMES) await Deno.symlink("cnikit", join(bin, name));
+  const info = {
+    kind,
+    deno: Deno.version.deno,
+    applets: APPLET_NAMES,
+    builtAt: new Date().toISOString(),
+  };
+  await Deno.writeTextFile(join(dist, "build-info.json"), JSON.stringify(info, null, 2) + "\n");
+  console.error(
+    `cnikit: built dist/bin/cnikit (${
+      kind === "compiled" ? "deno compile binary" : "bundle launcher"
+    })`,
+  );
+}
+
+await main();
