@@ -41,8 +41,8 @@ async function buildCompiled(out: string): Promise<void> {
   await deno(["compile", "-A", "--quiet", "--output", out, "main.ts"]);
 }
 
-async function buildLauncher(out: string): Promise<void> {
-  const bundle = join(dist, "cnikit.js");
+async function buildLauncher(out: string, workDir: string): Promise<void> {
+  const bundle = join(workDir, "cnikit.js");
   await deno(["bundle", "--quiet", "--minify", "--platform", "deno", "-o", bundle, "main.ts"]);
   // `env -S` splits the flags; the absolute deno path matters because
   // runtimes exec plugins with a minimal PATH, or none.
@@ -54,13 +54,19 @@ async function buildLauncher(out: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  await Deno.remove(bin, { recursive: true }).catch(() => {});
-  await Deno.mkdir(bin, { recursive: true });
-  const out = join(bin, "cnikit");
+  // Build beside dist/bin and swap it in, so tests running from dist/bin
+  // meanwhile never see a half-written tree.
+  const staging = `${bin}.new-${Deno.pid}`;
+  await Deno.mkdir(staging, { recursive: true });
+  const out = join(staging, "cnikit");
   const kind = denortAvailable() ? "compiled" : "launcher";
   if (kind === "compiled") await buildCompiled(out);
-  else await buildLauncher(out);
-  for (const name of APPLET_NAMES) await Deno.symlink("cnikit", join(bin, name));
+  else await buildLauncher(out, staging);
+  for (const name of APPLET_NAMES) await Deno.symlink("cnikit", join(staging, name));
+  const old = `${bin}.old-${Deno.pid}`;
+  await Deno.rename(bin, old).catch(() => {});
+  await Deno.rename(staging, bin);
+  await Deno.remove(old, { recursive: true }).catch(() => {});
   const info = {
     kind,
     deno: Deno.version.deno,
