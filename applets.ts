@@ -5,9 +5,10 @@
 
 import type { Plugin } from "./lib/skel.ts";
 import { loopback } from "./plugins/loopback.ts";
+import { ptp } from "./plugins/ptp.ts";
 
 /** The plugins, in the order `cnikit --help` lists them. */
-export const PLUGINS: readonly Plugin[] = [loopback];
+export const PLUGINS: readonly Plugin[] = [loopback, ptp];
 
 /** Every applet name: the plugins plus `cnitool`. */
 export const APPLET_NAMES: readonly string[] = [...PLUGINS.map((p) => p.name), "cnitool"];

@@ -16,6 +16,8 @@ export interface IpOptions {
   netns?: string;
   /** Keep going after a failing command (`ip -force`). */
   force?: boolean;
+  /** Global flags for every command, e.g. `["-d"]` or `["-6"]`. */
+  flags?: string[];
 }
 
 function quote(arg: string): string {
@@ -28,7 +30,13 @@ function quote(arg: string): string {
  */
 export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): Promise<unknown[]> {
   if (commands.length === 0) return [];
-  const flags = ["-json", ...(options.force ? ["-force"] : []), "-batch", "-"];
+  const flags = [
+    "-json",
+    ...(options.flags ?? []),
+    ...(options.force ? ["-force"] : []),
+    "-batch",
+    "-",
+  ];
   const { stdout } = await run("ip", flags, {
     stdin: commands.map((c) => c.map(quote).join(" ")).join("\n") + "\n",
     ...(options.netns ? { netns: options.netns } : {}),

@@ -1,0 +1,134 @@
+/**
+ * Links: veth pairs between the host and a container, lookups and deletion.
+ * A pair is made by one `ip -batch` in the host namespace, with the container
+ * end created straight inside the container's namespace and both MAC
+ * addresses chosen here, so no second process is needed to learn them.
+ * @module
+ */
+
+import { CniError, ErrorCode } from "./errors.ts";
+import { randomHex } from "./hash.ts";
+import { ipBatch, type IpCommand, type LinkInfo } from "./ip.ts";
+import { run } from "./exec.ts";
+import { netnsExists } from "./netns.ts";
+import { ensureSysctls } from "./sysctl.ts";
+
+/** A random locally administered unicast MAC, as the kernel makes them. */
+export function randomMac(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(6));
+  bytes[0] = (bytes[0]! & 0xfe) | 0x02;
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** One end of a veth pair. */
+export interface VethEnd {
+  name: string;
+  mac: string;
+}
+
+/** Options for {@link createVeth}. */
+export interface VethOptions {
+  /** The container's netns path. */
+  netns: string;
+  /** The container end's name (CNI_IFNAME). */
+  ifname: string;
+  mtu?: number;
+  /** MAC of the container end; random when absent. */
+  containerMac?: string;
+  /** Extra `ip` commands to run in the host namespace in the same batch (e.g. enslaving). */
+  hostCommands?: (hostName: string) => IpCommand[];
+}
+
+/** Throws code 3 when a container netns path does not exist. */
+export function requireNetns(netns: string): void {
+  if (!netnsExists(netns)) {
+    throw new CniError(
+      ErrorCode.unknownContainer,
+      `failed to open netns "${netns}": no such file or directory`,
+    );
+  }
+}
+
+/**
+ * Creates a veth pair: `veth<8 hex>` up in the host namespace (accept_ra off)
+ * and `ifname` down inside the container. Requires CAP_NET_ADMIN.
+ */
+export async function createVeth(
+  options: VethOptions,
+): Promise<{ host: VethEnd; container: VethEnd }> {
+  requireNetns(options.netns);
+  const mtu = options.mtu ? ["mtu", String(options.mtu)] : [];
+  const container = { name: options.ifname, mac: options.containerMac ?? randomMac() };
+  for (let attempt = 0;; attempt++) {
+    const host = { name: `veth${randomHex(4)}`, mac: randomMac() };
+    try {
+      await ipBatch([
+        [
+          "link",
+          "add",
+          host.name,
+          ...mtu,
+          "address",
+          host.mac,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          container.name,
+          ...mtu,
+          "address",
+          container.mac,
+          "netns",
+          options.netns,
+        ],
+        ["link", "set", host.name, "up"],
+        ...(options.hostCommands?.(host.name) ?? []),
+      ]);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      // `ip -batch` names the failing line: past line 1 the pair exists.
+      if (!/Command failed -:1\b/.test(message)) await deleteLink(host.name).catch(() => {});
+      const exists = /File exists/.test(message);
+      if (exists && attempt < 2 && await linkExists(host.name)) continue;
+      if (exists) {
+        throw new CniError(
+          ErrorCode.internal,
+          `container veth name "${container.name}" peer provided ("${host.name}") already exists`,
+        );
+      }
+      throw new CniError(ErrorCode.internal, `failed to make veth pair: ${(e as Error).message}`);
+    }
+    ensureSysctls({ [`net/ipv6/conf/${host.name}/accept_ra`]: "0" });
+    return { host, container };
+  }
+}
+
+/** The link called `name` (in `netns`, or here), or undefined. */
+export async function getLink(name: string, netns?: string): Promise<LinkInfo | undefined> {
+  const { code, stdout } = await run("ip", ["-j", "-d", "addr", "show", "dev", name], {
+    allowFailure: true,
+    ...(netns ? { netns } : {}),
+  });
+  if (code !== 0) return undefined;
+  return (JSON.parse(stdout) as LinkInfo[])[0];
+}
+
+/** True when a link called `name` exists here. */
+export async function linkExists(name: string, netns?: string): Promise<boolean> {
+  return (await getLink(name, netns)) !== undefined;
+}
+
+/**
+ * Deletes link `name` (in `netns`, or here). Returns false when it was not
+ * there, or the netns is gone: DEL must succeed on what is already gone.
+ */
+export async function deleteLink(name: string, netns?: string): Promise<boolean> {
+  if (netns && !netnsExists(netns)) return false;
+  const { code, stderr } = await run("ip", ["link", "del", "dev", name], {
+    allowFailure: true,
+    ...(netns ? { netns } : {}),
+  });
+  if (code === 0) return true;
+  if (/Cannot find device|does not exist/i.test(stderr)) return false;
+  throw new CniError(ErrorCode.ioFailure, `failed to delete "${name}": ${stderr.trim()}`);
+}
