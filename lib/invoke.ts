@@ -61,6 +61,61 @@ export interface ExecOptions {
   timeoutMs?: number;
 }
 
+/** The per-call CNI_* values a runtime sets (libcni's `invoke.Args`). */
+export interface CniVars {
+  command: Command | "VERSION";
+  containerId?: string;
+  netns?: string;
+  ifname?: string;
+  /** CNI_ARGS pairs, joined as `k=v;k=v`. */
+  args?: readonly (readonly [string, string])[];
+  path?: readonly string[];
+}
+
+/**
+ * The environment a runtime gives a plugin: its own environment with all six
+ * CNI_* variables set on top, even the empty ones, so inherited values never
+ * leak through.
+ */
+export function cniEnvironment(
+  vars: CniVars,
+  base: Record<string, string> = Deno.env.toObject(),
+): Record<string, string> {
+  return {
+    ...base,
+    CNI_COMMAND: vars.command,
+    CNI_CONTAINERID: vars.containerId ?? "",
+    CNI_NETNS: vars.netns ?? "",
+    CNI_ARGS: (vars.args ?? []).map(([k, v]) => `${k}=${v}`).join(";"),
+    CNI_IFNAME: vars.ifname ?? "",
+    CNI_PATH: (vars.path ?? []).join(":"),
+  };
+}
+
+const NO_MESSAGE = "netplugin failed with no error message";
+
+async function readStream(
+  stream: ReadableStream<Uint8Array>,
+  abandon: Promise<void>,
+): Promise<Uint8Array> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  // A killed plugin's own children can hold the pipe open; stop waiting then.
+  abandon.then(() => reader.cancel().catch(() => {}));
+  for (;;) {
+    const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
+    if (done || !value) break;
+    chunks.push(value);
+  }
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
 function pluginFailure(
   code: number | null,
   signal: string | null,
@@ -90,7 +145,7 @@ function pluginFailure(
   if (stderr !== "") {
     return new CniError(ErrorCode.unknown, `netplugin failed: "${stderr}": ${status}`);
   }
-  return new CniError(ErrorCode.unknown, `netplugin failed with no error message: ${status}`);
+  return new CniError(ErrorCode.unknown, `${NO_MESSAGE}: ${status}`);
 }
 
 /**
@@ -106,9 +161,23 @@ export async function execPlugin(
 ): Promise<string> {
   const local = selfPath && inProcess.get(baseName(path));
   if (local && realPathOrUndefined(path) === selfPath) {
-    const output = await runPlugin(local, { env, readStdin: () => Promise.resolve(stdin) });
-    if (output.code !== 0) throw pluginFailure(output.code, null, output.stdout, "");
-    return output.stdout;
+    const run = runPlugin(local, { env, readStdin: () => Promise.resolve(stdin) });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      if (options.timeoutMs === undefined) return;
+      // An in-process applet cannot be killed; the caller stops waiting for it.
+      timer = setTimeout(
+        () => reject(new CniError(ErrorCode.unknown, `${NO_MESSAGE}: context deadline exceeded`)),
+        options.timeoutMs,
+      );
+    });
+    try {
+      const output = await Promise.race([run, deadline]);
+      if (output.code !== 0) throw pluginFailure(output.code, null, output.stdout, "");
+      return output.stdout;
+    } finally {
+      clearTimeout(timer);
+    }
   }
   for (let attempt = 0;; attempt++) {
     let child: Deno.ChildProcess;
@@ -128,23 +197,34 @@ export async function execPlugin(
       }
       throw new CniError(ErrorCode.ioFailure, `failed to exec ${path}: ${(e as Error).message}`);
     }
+    let abandon = () => {};
+    const abandoned = new Promise<void>((resolve) => abandon = resolve);
+    let killed = false;
     const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+      killed = true;
       try {
         child.kill("SIGKILL");
       } catch { /* already gone */ }
+      abandon();
     }, options.timeoutMs);
     try {
+      const outputs = Promise.all([
+        readStream(child.stdout, abandoned),
+        readStream(child.stderr, abandoned),
+      ]);
       const writer = child.stdin.getWriter();
       await writer.write(stdin).catch(() => {});
       await writer.close().catch(() => {});
-      const output = await child.output();
-      const stdout = new TextDecoder().decode(output.stdout);
-      const stderr = new TextDecoder().decode(output.stderr);
-      if (!output.success) throw pluginFailure(output.code, output.signal, stdout, stderr);
-      if (stderr) await Deno.stderr.write(output.stderr);
+      const [status, [out, err]] = await Promise.all([child.status, outputs]);
+      if (killed) throw new CniError(ErrorCode.unknown, `${NO_MESSAGE}: signal: killed`);
+      const stdout = new TextDecoder().decode(out);
+      const stderr = new TextDecoder().decode(err);
+      if (!status.success) throw pluginFailure(status.code, status.signal, stdout, stderr);
+      if (err.length) await Deno.stderr.write(err);
       return stdout;
     } finally {
       clearTimeout(timer);
+      abandon();
     }
   }
 }
