@@ -9,7 +9,7 @@ import { APPLET_NAMES, PLUGINS } from "./applets.ts";
 import { cnitoolMain } from "./cnitool/main.ts";
 import { registerInProcess } from "./lib/invoke.ts";
 import { baseName, filePathOf } from "./lib/paths.ts";
-import { pluginMain } from "./lib/skel.ts";
+import { CNIKIT_VERSION, pluginMain } from "./lib/skel.ts";
 
 /** The file this program runs as: the compiled binary, or the bundle launcher. */
 function executablePath(): string {
@@ -34,7 +34,7 @@ function usage(): string {
 Usage:
   cnikit <applet> [args…]        run an applet, e.g. "cnikit cnitool add mynet /run/netns/x"
   <applet> [args…]               the same through a symlink named after the applet
-  cnikit --help | --list         this text | the applet names, one per line
+  cnikit --help | --list | --version
 
 Applets:
   ${APPLET_NAMES.join(", ")}
@@ -49,6 +49,10 @@ async function main(): Promise<number> {
     const [first, ...rest] = args;
     if (first === "--list") {
       console.log(APPLET_NAMES.join("\n"));
+      return 0;
+    }
+    if (first === "--version") {
+      console.log(`cnikit ${CNIKIT_VERSION} (deno ${Deno.version.deno})`);
       return 0;
     }
     if (
