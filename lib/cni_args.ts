@@ -6,12 +6,14 @@
 
 import { CniError, ErrorCode } from "./errors.ts";
 
-function parseBool(text: string): boolean {
-  if (["1", "true", "True"].includes(text)) return true;
-  if (["0", "false", "False"].includes(text)) return false;
+function parseBool(pair: string, text: string): boolean {
+  // libcni lower-cases the value first, so "TRUE" and "False" count too.
+  const lower = text.toLowerCase();
+  if (lower === "1" || lower === "true") return true;
+  if (lower === "0" || lower === "false") return false;
   throw new CniError(
     ErrorCode.invalidEnvironment,
-    `boolean unmarshal error: invalid input ${text}`,
+    `ARGS: error parsing value of pair "${pair}": boolean unmarshal error: invalid input ${text}`,
   );
 }
 
@@ -25,25 +27,24 @@ function parseBool(text: string): boolean {
  */
 export function parseCniArgs(raw: string, known: readonly string[]): Record<string, string> {
   if (raw === "") return {};
-  const pairs = raw.split(";").map((pair) => {
+  const out: Record<string, string> = {};
+  const unknown: string[] = [];
+  let ignoreUnknown = false;
+  for (const pair of raw.split(";")) {
     const kv = pair.split("=");
     if (kv.length !== 2) {
       throw new CniError(ErrorCode.invalidEnvironment, `ARGS: invalid pair "${pair}"`);
     }
-    return kv as [string, string];
-  });
-  const ignoreUnknown = pairs.some(([k, v]) => k === "IgnoreUnknown" && parseBool(v));
-  const out: Record<string, string> = {};
-  const unknown: string[] = [];
-  for (const [key, value] of pairs) {
-    if (key === "IgnoreUnknown") continue;
-    if (known.includes(key)) out[key] = value;
-    else unknown.push(key);
+    const [key, value] = kv as [string, string];
+    // Every IgnoreUnknown pair is checked and the last one wins, as in libcni.
+    if (key === "IgnoreUnknown") ignoreUnknown = parseBool(pair, value);
+    else if (known.includes(key)) out[key] = value;
+    else unknown.push(pair);
   }
   if (unknown.length && !ignoreUnknown) {
     throw new CniError(
       ErrorCode.invalidEnvironment,
-      `ARGS: unknown args [${unknown.map((k) => `"${k}"`).join(" ")}]`,
+      `ARGS: unknown args [${unknown.map((p) => `"${p}"`).join(" ")}]`,
     );
   }
   return out;

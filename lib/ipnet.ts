@@ -84,10 +84,14 @@ export function parseCIDR(text: string): IPNet | null {
   return { ip, prefix };
 }
 
-/** Prints an address in Go's canonical form (RFC 5952 for IPv6). */
+/** Prints an address in canonical form (RFC 5952 for IPv6, as Go's netip does). */
 export function formatIP(ip: IP): string {
   if (ip.family === 4) {
     return [24n, 16n, 8n, 0n].map((s) => String((ip.value >> s) & 0xffn)).join(".");
+  }
+  // RFC 5952 §5: an IPv4-mapped address keeps its IPv4 part dotted.
+  if (ip.value >> 32n === 0xffffn) {
+    return `::ffff:${formatIP({ family: 4, value: ip.value & 0xffffffffn })}`;
   }
   const groups = Array.from(
     { length: 8 },

@@ -12,6 +12,7 @@ import { CniError, ErrorCode, toErrorObject } from "./errors.ts";
 import { isOwnNetns } from "./netns.ts";
 import {
   convertResult,
+  isKnownResultVersion,
   parseResult,
   resultToJSON,
   sameResultShape,
@@ -260,10 +261,13 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<PluginOut
     if (!["ADD", "DEL", "CHECK", "GC", "STATUS"].includes(command)) {
       throw new CniError(ErrorCode.invalidEnvironment, `unknown CNI_COMMAND: ${command}`);
     }
-    version = configVersion(config);
-    if (command === "CHECK") requireAtLeast(version, "0.4.0", "CHECK");
-    if (command === "GC" || command === "STATUS") requireAtLeast(version, "1.1.0", command);
-    requireVersion(plugin, version);
+    const configured = configVersion(config);
+    // Errors carry the config's version only when it is one a runtime can
+    // read back; an unknown or malformed one gets the newest instead.
+    if (isKnownResultVersion(configured)) version = configured;
+    if (command === "CHECK") requireAtLeast(configured, "0.4.0", "CHECK");
+    if (command === "GC" || command === "STATUS") requireAtLeast(configured, "1.1.0", command);
+    requireVersion(plugin, configured);
 
     const netns = io.env.CNI_NETNS ?? "";
     const override = (io.env.CNI_NETNS_OVERRIDE ?? "").toLowerCase();
@@ -286,17 +290,17 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<PluginOut
       path: (io.env.CNI_PATH ?? "").split(":").filter(Boolean),
       stdin,
       config,
-      cniVersion: version,
+      cniVersion: configured,
       env: io.env,
     };
     if (command !== "GC" && command !== "STATUS") {
-      const prev = decodePrevResult(config, version);
+      const prev = decodePrevResult(config, configured);
       if (prev) args.prevResult = prev;
     }
     switch (command) {
       case "ADD": {
         const result = await plugin.add(args);
-        return { code: 0, stdout: pretty(resultToJSON(convertResult(result, version))) };
+        return { code: 0, stdout: pretty(resultToJSON(convertResult(result, configured))) };
       }
       case "DEL":
         await plugin.del(args);

@@ -61,9 +61,13 @@ export function parseResult(value: unknown, defaultVersion = "0.1.0"): AnyResult
     throw new CniError(ErrorCode.decodingFailure, "failed to decode result: not a JSON object");
   }
   const declared = (value as { cniVersion?: unknown }).cniVersion;
-  const version = typeof declared === "string" && declared !== ""
-    ? declared
-    : normalizeVersion(defaultVersion);
+  if (declared !== undefined && typeof declared !== "string") {
+    throw new CniError(
+      ErrorCode.decodingFailure,
+      "failed to decode result: cniVersion: not a string",
+    );
+  }
+  const version = declared ? declared : normalizeVersion(defaultVersion);
   const family = familyOf(version);
   if (!family) {
     throw new CniError(ErrorCode.decodingFailure, `unsupported CNI result version "${version}"`);
@@ -138,7 +142,8 @@ function down04to02(r: Result04, version: string): Result02 {
     throw new CniError(ErrorCode.incompatibleVersion, "cannot convert: no valid IP addresses");
   }
   for (const route of r.routes ?? []) {
-    const target = familyOfIP(route.dst) === "4" && out.ip4 ? out.ip4 : out.ip6;
+    // A route only goes with an IP of its own family (libcni drops the rest).
+    const target = familyOfIP(route.dst) === "4" ? out.ip4 : out.ip6;
     if (!target) continue;
     (target.routes ??= []).push({ dst: route.dst, ...(route.gw ? { gw: route.gw } : {}) });
   }
@@ -186,14 +191,14 @@ export function toCurrentResult(result: AnyResult): Result {
  */
 export function resultToJSON(result: AnyResult): Record<string, unknown> {
   const out: Record<string, unknown> = { ...result };
-  const dns = out.dns as Record<string, unknown> | undefined;
-  const dnsEmpty = !dns ||
-    Object.values(dns).every((v) => v === undefined || (Array.isArray(v) && !v.length) || v === "");
-  if (familyOf(result.cniVersion) === "1.x") {
-    if (dnsEmpty) delete out.dns;
-  } else if (!dns) {
-    out.dns = {};
-  }
+  // libcni's DNS fields are all omitempty: an empty list or domain is not printed.
+  const dns = Object.fromEntries(
+    Object.entries(result.dns ?? {}).filter(([, v]) =>
+      v !== undefined && v !== "" && !(Array.isArray(v) && !v.length)
+    ),
+  );
+  if (familyOf(result.cniVersion) === "1.x" && !Object.keys(dns).length) delete out.dns;
+  else out.dns = dns;
   for (const key of ["interfaces", "ips", "routes"]) {
     if (Array.isArray(out[key]) && (out[key] as unknown[]).length === 0) delete out[key];
   }
