@@ -136,14 +136,17 @@ function pluginFailure(
     } catch (err) {
       return new CniError(
         ErrorCode.unknown,
-        `netplugin failed but error parsing its diagnostic message "${stdout}": ${
+        `netplugin failed but error parsing its diagnostic message ${JSON.stringify(stdout)}: ${
           (err as Error).message
         }`,
       );
     }
   }
   if (stderr !== "") {
-    return new CniError(ErrorCode.unknown, `netplugin failed: "${stderr}": ${status}`);
+    return new CniError(
+      ErrorCode.unknown,
+      `netplugin failed: ${JSON.stringify(stderr)}: ${status}`,
+    );
   }
   return new CniError(ErrorCode.unknown, `${NO_MESSAGE}: ${status}`);
 }
