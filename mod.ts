@@ -14,10 +14,22 @@
  * @module
  */
 
-export { type CmdArgs, CNIKIT_VERSION, type Command, type Plugin, pluginMain, runPlugin } from "./lib/skel.ts";
+export {
+  type CmdArgs,
+  CNIKIT_VERSION,
+  type Command,
+  type Plugin,
+  pluginMain,
+  runPlugin,
+} from "./lib/skel.ts";
 export { CniError, ErrorCode, toErrorObject } from "./lib/errors.ts";
 export { parseCniArgs } from "./lib/cni_args.ts";
 export { delegate, execPlugin, findPlugin } from "./lib/invoke.ts";
 export { convertResult, parseResult, resultToJSON, toCurrentResult } from "./lib/spec/convert.ts";
-export { ALL_VERSIONS, compareVersions, CURRENT_VERSION, parseVersion } from "./lib/spec/version.ts";
+export {
+  ALL_VERSIONS,
+  compareVersions,
+  CURRENT_VERSION,
+  parseVersion,
+} from "./lib/spec/version.ts";
 export * from "./lib/spec/schemas.ts";

@@ -47,8 +47,8 @@ function normalizeDst(dst: string, family: 4 | 6): string {
 
 /**
  * Checks, inside `netns`, that link `ifname` exists with the expected kind
- * and MAC, carries the result's addresses, and that every result route is
- * present.
+ * and MAC, carries the result's addresses with a route to each of their
+ * subnets, and that every result route is present. One `ip` process.
  */
 export async function checkContainerLink(
   netns: string,
@@ -57,22 +57,23 @@ export async function checkContainerLink(
   expect: { kind?: string; mac?: string; plugin: string },
 ): Promise<LinkInfo> {
   const ips = ipsOf(result, ifname);
-  const families = new Set<4 | 6>([4]);
-  for (const r of result.routes ?? []) families.add(parseCIDR(r.dst)?.ip.family ?? 4);
-  for (const ip of ips) families.add(parseCIDR(ip.address)?.ip.family ?? 4);
-  const routes = new Map<4 | 6, RouteInfo[]>();
-  let link: LinkInfo | undefined;
-  for (const family of families) {
-    // -4/-6 filter both listings, so each family in use costs one process.
-    const [links, table] = await ipBatch(
-      [["addr", "show"], ["route", "show", "table", "all"]],
-      { netns, flags: ["-d", `-${family}`] },
-    ) as [LinkInfo[], RouteInfo[]];
-    routes.set(family, table);
-    const here = links.find((l) => l.ifname === ifname);
-    if (here && link) link.addr_info = [...(link.addr_info ?? []), ...(here.addr_info ?? [])];
-    else link ??= here;
-  }
+  const familyOf = (cidr: string) => parseCIDR(cidr)?.ip.family ?? 4;
+  const families = new Set<4 | 6>([
+    ...ips.map((ip) => familyOf(ip.address)),
+    ...(result.routes ?? []).map((r) => familyOf(r.dst)),
+  ]);
+  // Not `ip -6`: with it, `addr show` omits the link details (the kind).
+  // `root <everything>` selects one family's routes without that flag.
+  const routeShows = [...families].map((f) => {
+    const everything = f === 4 ? "0.0.0.0/0" : "::/0";
+    return ["route", "show", "table", "all", "root", everything];
+  });
+  const [links, ...tables] = await ipBatch([["addr", "show"], ...routeShows], {
+    netns,
+    flags: ["-d"],
+  }) as [LinkInfo[], ...RouteInfo[][]];
+  const routes = new Map([...families].map((f, i) => [f, tables[i] ?? []]));
+  const link = links.find((l) => l.ifname === ifname);
   if (!link) fail(`${expect.plugin}: Container Interface name in prevResult: ${ifname} not found`);
   if (expect.kind && link.linkinfo?.info_kind !== expect.kind) {
     fail(`Error: Container interface ${ifname} not of type ${expect.kind}`);
@@ -82,6 +83,11 @@ export async function checkContainerLink(
       `${expect.plugin}: Interface ${ifname} Mac ${expect.mac} doesn't match container Mac: ${link.address}`,
     );
   }
+  const hasRoute = (family: 4 | 6, dst: string, gw?: string) =>
+    (routes.get(family) ?? []).some((r) =>
+      normalizeDst(r.dst, family) === dst &&
+      (!gw || parseIP(r.gateway ?? "")?.value === parseIP(gw)?.value)
+    );
   for (const ip of ips) {
     const want = parseCIDR(ip.address)!;
     const found = (link.addr_info ?? []).some((a) => {
@@ -90,15 +96,15 @@ export async function checkContainerLink(
         a.prefixlen === want.prefix;
     });
     if (!found) fail(`Failed to match addr ${ip.address} on interface ${ifname}`);
+    if (!hasRoute(want.ip.family, formatCIDR(networkOf(want)))) {
+      fail(`Failed to find a route to ${formatCIDR(networkOf(want))} for interface ${ifname}`);
+    }
   }
   for (const route of result.routes ?? []) {
-    const family = parseCIDR(route.dst)!.ip.family;
-    const dst = normalizeDst(route.dst, family);
-    const match = (routes.get(family) ?? []).some((r) =>
-      normalizeDst(r.dst, family) === dst &&
-      (!route.gw || parseIP(r.gateway ?? "")?.value === parseIP(route.gw)?.value)
-    );
-    if (!match) fail(`Failed to find a route to ${route.dst}${route.gw ? ` via ${route.gw}` : ""}`);
+    const family = familyOf(route.dst);
+    if (!hasRoute(family, normalizeDst(route.dst, family), route.gw)) {
+      fail(`Failed to find a route to ${route.dst}${route.gw ? ` via ${route.gw}` : ""}`);
+    }
   }
   return link;
 }

@@ -11,7 +11,9 @@ import { describeIssues } from "./spec/schemas.ts";
 
 /** Parses `config` with `schema` or throws a CniError naming every bad key. */
 export function parseConf<T>(schema: z.ZodMiniType<T>, config: unknown, what = "netconf"): T {
-  const parsed = schema.safeParse(config);
+  // The input is reported so that a wrong type (input present) can be told
+  // from a missing key (input undefined).
+  const parsed = schema.safeParse(config, { reportInput: true });
   if (parsed.success) return parsed.data;
   const wrongType = parsed.error.issues.every((issue) =>
     issue.code === "invalid_type" && (issue as { input?: unknown }).input !== undefined

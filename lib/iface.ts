@@ -64,7 +64,8 @@ export function routeCommand(route: Route, dev: string, gw?: string): IpCommand 
 
 /**
  * Waits until no address of `ifname` is tentative (IPv6 DAD), reading
- * /proc/net/if_inet6 inside the netns: no process per poll.
+ * if_inet6 inside the netns: no process per poll. thread-self, because
+ * /proc/self/net follows the main thread's netns, not this thread's.
  */
 export async function settleAddresses(
   netns: string,
@@ -73,7 +74,10 @@ export async function settleAddresses(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const flags = withNetnsSync(netns, () => Deno.readTextFileSync("/proc/self/net/if_inet6"))
+    const flags = withNetnsSync(
+      netns,
+      () => Deno.readTextFileSync("/proc/thread-self/net/if_inet6"),
+    )
       .split("\n").map((line) => line.trim().split(/\s+/)).filter((f) => f[5] === ifname)
       .map((f) => parseInt(f[4]!, 16));
     if (flags.some((f) => f & IFA_F_DADFAILED)) {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { CniError, ErrorCode } from "./errors.ts";
 import { run } from "./exec.ts";
 
 /** One `ip` command as an argument array, e.g. `["link", "set", "lo", "up"]`. */
@@ -37,13 +38,42 @@ export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): P
     "-batch",
     "-",
   ];
-  const { stdout } = await run("ip", flags, {
-    stdin: commands.map((c) => c.map(quote).join(" ")).join("\n") + "\n",
+  const stdin = commands.map((c) => c.map(quote).join(" ")).join("\n") + "\n";
+  const { code, stdout, stderr } = await run("ip", flags, {
+    stdin,
+    allowFailure: true,
     ...(options.netns ? { netns: options.netns } : {}),
   });
-  return stdout.split("\n").filter((line) => line.startsWith("[") || line.startsWith("{")).map((
-    line,
-  ) => JSON.parse(line));
+  const outputs = stdout.split("\n").filter((line) => line.startsWith("[") || line.startsWith("{"))
+    .map((line) => JSON.parse(line));
+  if (code !== 0) {
+    const failed = stderr.match(/Command failed -:(\d+)/);
+    throw new IpBatchError(
+      `ip failed: ${stderr.trim() || `exit status ${code}`}`,
+      `ip ${flags.join(" ")}\n${stdin}`,
+      failed ? Number(failed[1]) : undefined,
+      outputs,
+    );
+  }
+  return outputs;
+}
+
+/**
+ * A failed {@link ipBatch}: a code-5 CniError that also says which command
+ * failed, so a caller can tell an expected failure (a link that already
+ * exists) from a real one, and keeps the output of the commands before it.
+ */
+export class IpBatchError extends CniError {
+  /** The 1-based index of the first failing command, when `ip` named it. */
+  readonly line: number | undefined;
+  /** The parsed JSON output of the `show` commands that ran before it. */
+  readonly outputs: unknown[];
+
+  constructor(msg: string, details: string, line: number | undefined, outputs: unknown[]) {
+    super(ErrorCode.ioFailure, msg, details);
+    this.line = line;
+    this.outputs = outputs;
+  }
 }
 
 /** An address as `ip -j addr` reports it. */

@@ -11,7 +11,7 @@ import { randomHex } from "./hash.ts";
 import { ipBatch, type IpCommand, type LinkInfo } from "./ip.ts";
 import { run } from "./exec.ts";
 import { netnsExists } from "./netns.ts";
-import { ensureSysctls } from "./sysctl.ts";
+import { trySysctls } from "./sysctl.ts";
 
 /** A random locally administered unicast MAC, as the kernel makes them. */
 export function randomMac(): string {
@@ -50,6 +50,37 @@ export function requireNetns(netns: string): void {
 }
 
 /**
+ * The `ip link add` that makes a veth pair with both MACs chosen: `host` in
+ * this namespace, `container` straight inside `netns` (or here too, when
+ * `netns` is undefined).
+ */
+export function vethAddCommand(
+  host: VethEnd,
+  container: VethEnd,
+  netns: string | undefined,
+  mtu?: number,
+): IpCommand {
+  const mtuArgs = mtu ? ["mtu", String(mtu)] : [];
+  return [
+    "link",
+    "add",
+    host.name,
+    ...mtuArgs,
+    "address",
+    host.mac,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    container.name,
+    ...mtuArgs,
+    "address",
+    container.mac,
+    ...(netns ? ["netns", netns] : []),
+  ];
+}
+
+/**
  * Creates a veth pair: `veth<8 hex>` up in the host namespace (accept_ra off)
  * and `ifname` down inside the container. Requires CAP_NET_ADMIN.
  */
@@ -57,30 +88,12 @@ export async function createVeth(
   options: VethOptions,
 ): Promise<{ host: VethEnd; container: VethEnd }> {
   requireNetns(options.netns);
-  const mtu = options.mtu ? ["mtu", String(options.mtu)] : [];
   const container = { name: options.ifname, mac: options.containerMac ?? randomMac() };
   for (let attempt = 0;; attempt++) {
     const host = { name: `veth${randomHex(4)}`, mac: randomMac() };
     try {
       await ipBatch([
-        [
-          "link",
-          "add",
-          host.name,
-          ...mtu,
-          "address",
-          host.mac,
-          "type",
-          "veth",
-          "peer",
-          "name",
-          container.name,
-          ...mtu,
-          "address",
-          container.mac,
-          "netns",
-          options.netns,
-        ],
+        vethAddCommand(host, container, options.netns, options.mtu),
         ["link", "set", host.name, "up"],
         ...(options.hostCommands?.(host.name) ?? []),
       ]);
@@ -98,7 +111,8 @@ export async function createVeth(
       }
       throw new CniError(ErrorCode.internal, `failed to make veth pair: ${(e as Error).message}`);
     }
-    ensureSysctls({ [`net/ipv6/conf/${host.name}/accept_ra`]: "0" });
+    // Best effort as in the reference: the key is missing when IPv6 is disabled.
+    trySysctls({ [`net/ipv6/conf/${host.name}/accept_ra`]: "0" });
     return { host, container };
   }
 }

@@ -34,6 +34,9 @@ export interface MasqOwner {
 
 const NFT_TABLE = "cni_plugins_masquerade";
 const NFT_CHAIN = "masq_checks";
+const NFT_TABLE_COMMENT = "Masquerading for plugins from github.com/containernetworking/plugins";
+const NFT_CHAIN_COMMENT =
+  "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet";
 const COMMENT_MAX = 128;
 
 function available(tool: string): boolean {
@@ -124,7 +127,7 @@ async function teardownIptables(chains: Set<string>, family: 4 | 6): Promise<voi
     }
   }
   for (const chain of chains) {
-    if (saved.includes(`:${chain} - [0:0]`) || saved.some((l) => l.startsWith(`:${chain} `))) {
+    if (saved.some((l) => l.startsWith(`:${chain} `))) {
       lines.push(`-F ${chain}`, `-X ${chain}`);
     }
   }
@@ -194,9 +197,11 @@ async function setupNftables(owner: MasqOwner, ips: IPNet[]): Promise<void> {
   const comment = await instanceComment(owner);
   const stale = (await nftRules()).filter((r) => r.comment?.startsWith(prefix));
   const t = `inet ${NFT_TABLE}`;
+  // The comments are the reference's: they only take effect when this
+  // creates the objects, so either side may come first.
   await nft([
-    `add table ${t}`,
-    `add chain ${t} ${NFT_CHAIN}`,
+    `add table ${t} { comment ${JSON.stringify(NFT_TABLE_COMMENT)} ; }`,
+    `add chain ${t} ${NFT_CHAIN} { comment ${JSON.stringify(NFT_CHAIN_COMMENT)} ; }`,
     `add chain ${t} postrouting { type nat hook postrouting priority srcnat ; }`,
     `flush chain ${t} postrouting`,
     `add rule ${t} postrouting ip daddr == 224.0.0.0/4 return`,

@@ -49,3 +49,19 @@ export function enableForwarding(families: Iterable<4 | 6>): void {
   }
   ensureSysctls(values);
 }
+
+/**
+ * Writes each `key → value` that differs and ignores the ones that fail (a
+ * key that does not exist with IPv6 disabled, say), for tuning that the
+ * reference applies on a best-effort basis.
+ */
+export function trySysctls(values: Record<string, string>, netns?: string): void {
+  inNetns(netns, () => {
+    for (const [key, value] of Object.entries(values)) {
+      const path = `/proc/sys/${key}`;
+      try {
+        if (Deno.readTextFileSync(path).trim() !== value) Deno.writeTextFileSync(path, value);
+      } catch { /* best effort */ }
+    }
+  });
+}

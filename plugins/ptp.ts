@@ -40,7 +40,6 @@ type PtpConf = z.infer<typeof PtpConf>;
 
 function loadConf(args: CmdArgs): PtpConf & { ipamType: string } {
   const conf = parseConf(PtpConf, args.config);
-  parseBackend(conf.ipMasqBackend);
   if (!conf.ipam?.type) {
     throw new CniError(
       ErrorCode.invalidNetworkConfig,
@@ -65,6 +64,9 @@ function addressOf(ip: NonNullable<Result["ips"]>[number]): { net: IPNet; gw: st
 
 async function add(args: CmdArgs): Promise<Result> {
   const conf = loadConf(args);
+  // Checked on ADD only: DEL removes the rules of both backends anyway, and
+  // a DEL that can never succeed would wedge the runtime.
+  const backend = parseBackend(conf.ipMasqBackend);
   requireNetns(args.netns);
   return await withRollback(async (rollback) => {
     const ipam = (await delegate(conf.ipamType, "ADD", args))!;
@@ -111,26 +113,37 @@ async function add(args: CmdArgs): Promise<Result> {
     if (conf.ipMasq) {
       const owner = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
       rollback.defer("masquerade rules", () => teardownMasq(owner));
-      await setupMasq(owner, addresses.map((a) => a.net), parseBackend(conf.ipMasqBackend));
+      await setupMasq(owner, addresses.map((a) => a.net), backend);
     }
     return result;
   });
 }
 
+/**
+ * Runs independent cleanup steps at once and lets every one finish, so that
+ * one stuck resource does not leak the others; then reports the first
+ * failure (with its own code) and the rest in its details.
+ */
+async function allOf(steps: (() => Promise<unknown>)[]): Promise<void> {
+  const settled = await Promise.allSettled(steps.map(async (step) => await step()));
+  const errors = settled.flatMap((s) => (s.status === "rejected" ? [s.reason as unknown] : []));
+  const [first, ...rest] = errors;
+  if (first === undefined) return;
+  if (rest.length === 0) throw first;
+  const code = first instanceof CniError ? first.code : ErrorCode.internal;
+  throw new CniError(code, (first as Error).message, rest.map(String).join("; "));
+}
+
 async function del(args: CmdArgs): Promise<void> {
   const conf = loadConf(args);
-  const errors: string[] = [];
-  const attempt = (p: Promise<unknown>) =>
-    p.catch((e) => errors.push(e instanceof CniError ? e.toString() : String(e)));
-  await attempt(delegate(conf.ipamType, "DEL", args));
-  if (args.netns) await attempt(deleteLink(args.ifname, args.netns));
-  // The rules are found by name, so they go even when the netns is gone.
-  if (conf.ipMasq) {
-    await attempt(
-      teardownMasq({ network: conf.name, containerId: args.containerId, ifname: args.ifname }),
-    );
-  }
-  if (errors.length) throw new CniError(ErrorCode.internal, errors.join("; "));
+  const owner = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
+  await allOf([
+    () => delegate(conf.ipamType, "DEL", args),
+    () => args.netns ? deleteLink(args.ifname, args.netns) : Promise.resolve(),
+    // The rules are found by name, so they go even when the netns is gone
+    // (the reference needs the link's addresses and leaks them then).
+    () => conf.ipMasq ? teardownMasq(owner) : Promise.resolve(),
+  ]);
 }
 
 async function check(args: CmdArgs): Promise<void> {
@@ -153,8 +166,10 @@ async function status(args: CmdArgs): Promise<void> {
 
 async function gc(args: CmdArgs): Promise<void> {
   const conf = loadConf(args);
-  await delegate(conf.ipamType, "GC", args);
-  if (conf.ipMasq) await gcMasq(conf.name, args.validAttachments ?? []);
+  await allOf([
+    () => delegate(conf.ipamType, "GC", args),
+    () => conf.ipMasq ? gcMasq(conf.name, args.validAttachments ?? []) : Promise.resolve(),
+  ]);
 }
 
 /** The ptp plugin. */
