@@ -64,3 +64,23 @@ export function toErrorObject(error: unknown, cniVersion: string): ErrorObject {
 export function invalidConfig(msg: string, details = ""): CniError {
   return new CniError(ErrorCode.invalidNetworkConfig, msg, details);
 }
+
+/**
+ * Waits for every task, so that one failing step never stops the others
+ * (DEL must clean up all it can), then throws the first failure with its
+ * own code and the rest in its details.
+ */
+export async function settleAll(tasks: (Promise<unknown> | undefined)[]): Promise<void> {
+  const settled = await Promise.allSettled(tasks);
+  const [first, ...rest] = settled.flatMap((
+    s,
+  ) => (s.status === "rejected" ? [s.reason as unknown] : []));
+  if (first === undefined) return;
+  if (rest.length === 0) throw first;
+  const code = first instanceof CniError ? first.code : ErrorCode.internal;
+  throw new CniError(
+    code,
+    first instanceof Error ? first.message : String(first),
+    rest.map((e) => (e instanceof CniError ? e.toString() : String(e))).join("; "),
+  );
+}

@@ -26,7 +26,7 @@ import {
 import { checkContainerLink, containerInterface } from "../lib/check.ts";
 import { parseCniArgs } from "../lib/cni_args.ts";
 import { dnsIsSet, parseConf } from "../lib/config.ts";
-import { CniError, ErrorCode } from "../lib/errors.ts";
+import { CniError, ErrorCode, settleAll } from "../lib/errors.ts";
 import { configureInterface } from "../lib/iface.ts";
 import { delegate } from "../lib/invoke.ts";
 import { ipBatch, IpBatchError, type IpCommand, type LinkInfo } from "../lib/ip.ts";
@@ -287,13 +287,6 @@ function calcGateways(result: Result, conf: Conf): Gateways {
   return gateways;
 }
 
-/** Waits for all, then throws the first failure (in the order given). */
-async function settleAll(tasks: Promise<unknown>[]): Promise<void> {
-  const outcomes = await Promise.allSettled(tasks);
-  const failed = outcomes.find((o) => o.status === "rejected");
-  if (failed) throw (failed as PromiseRejectedResult).reason;
-}
-
 /**
  * Gives the VLAN gateway link its addresses, making the link first when it
  * does not exist. Returns it, and its new bridge port if one was made.
@@ -512,17 +505,12 @@ async function add(args: CmdArgs): Promise<Result> {
 
 async function del(args: CmdArgs): Promise<void> {
   const conf = loadConf(args);
-  const errors: CniError[] = [];
-  const attempt = (p: Promise<unknown>) =>
-    p.catch((e) => {
-      errors.push(e instanceof CniError ? e : new CniError(ErrorCode.internal, String(e)));
-    });
   const l3 = conf.ipamType !== "";
-  // The link goes before the lease, so the address is not handed out while still in use.
-  const linkThenLease = (async () => {
-    if (args.netns) await attempt(deleteLink(args.ifname, args.netns));
-    if (l3) await attempt(delegate(conf.ipamType, "DEL", args));
-  })();
+  const link = args.netns ? deleteLink(args.ifname, args.netns) : Promise.resolve(false);
+  // The lease goes after the link, so the address is not handed out while still in use.
+  const lease = l3
+    ? link.catch(() => {}).then(() => delegate(conf.ipamType, "DEL", args))
+    : undefined;
   // Both are found by name, so they go even when the netns is gone or not given.
   const spoofCheck = conf.macspoofchk
     ? teardownSpoofCheck(spoofCheckId(args.containerId, args.ifname)).catch((e) =>
@@ -530,15 +518,9 @@ async function del(args: CmdArgs): Promise<void> {
     )
     : undefined;
   const masq = l3 && conf.ipMasq
-    ? attempt(
-      teardownMasq({ network: conf.name, containerId: args.containerId, ifname: args.ifname }),
-    )
+    ? teardownMasq({ network: conf.name, containerId: args.containerId, ifname: args.ifname })
     : undefined;
-  await Promise.all([linkThenLease, spoofCheck, masq]);
-  if (errors.length === 1) throw errors[0];
-  if (errors.length) {
-    throw new CniError(ErrorCode.internal, errors.map((e) => e.toString()).join("; "));
-  }
+  await settleAll([link, lease, spoofCheck, masq]);
 }
 
 interface HostLink {

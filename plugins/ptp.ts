@@ -8,7 +8,7 @@
 import * as z from "zod/mini";
 import { checkContainerLink, containerInterface } from "../lib/check.ts";
 import { dnsIsSet, parseConf } from "../lib/config.ts";
-import { CniError, ErrorCode } from "../lib/errors.ts";
+import { CniError, ErrorCode, settleAll } from "../lib/errors.ts";
 import { configureInterface } from "../lib/iface.ts";
 import { delegate } from "../lib/invoke.ts";
 import type { IpCommand } from "../lib/ip.ts";
@@ -119,30 +119,15 @@ async function add(args: CmdArgs): Promise<Result> {
   });
 }
 
-/**
- * Runs independent cleanup steps at once and lets every one finish, so that
- * one stuck resource does not leak the others; then reports the first
- * failure (with its own code) and the rest in its details.
- */
-async function allOf(steps: (() => Promise<unknown>)[]): Promise<void> {
-  const settled = await Promise.allSettled(steps.map(async (step) => await step()));
-  const errors = settled.flatMap((s) => (s.status === "rejected" ? [s.reason as unknown] : []));
-  const [first, ...rest] = errors;
-  if (first === undefined) return;
-  if (rest.length === 0) throw first;
-  const code = first instanceof CniError ? first.code : ErrorCode.internal;
-  throw new CniError(code, (first as Error).message, rest.map(String).join("; "));
-}
-
 async function del(args: CmdArgs): Promise<void> {
   const conf = loadConf(args);
   const owner = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
-  await allOf([
-    () => delegate(conf.ipamType, "DEL", args),
-    () => args.netns ? deleteLink(args.ifname, args.netns) : Promise.resolve(),
+  await settleAll([
+    delegate(conf.ipamType, "DEL", args),
+    args.netns ? deleteLink(args.ifname, args.netns) : undefined,
     // The rules are found by name, so they go even when the netns is gone
     // (the reference needs the link's addresses and leaks them then).
-    () => conf.ipMasq ? teardownMasq(owner) : Promise.resolve(),
+    conf.ipMasq ? teardownMasq(owner) : undefined,
   ]);
 }
 
@@ -166,9 +151,9 @@ async function status(args: CmdArgs): Promise<void> {
 
 async function gc(args: CmdArgs): Promise<void> {
   const conf = loadConf(args);
-  await allOf([
-    () => delegate(conf.ipamType, "GC", args),
-    () => conf.ipMasq ? gcMasq(conf.name, args.validAttachments ?? []) : Promise.resolve(),
+  await settleAll([
+    delegate(conf.ipamType, "GC", args),
+    conf.ipMasq ? gcMasq(conf.name, args.validAttachments ?? []) : undefined,
   ]);
 }
 

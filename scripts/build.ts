@@ -37,8 +37,15 @@ async function deno(args: string[]): Promise<void> {
   if (code !== 0) throw new Error(`deno ${args.join(" ")} failed with exit code ${code}`);
 }
 
+/**
+ * V8 flags for a short-lived process: without the JIT and V8's helper
+ * threads a plugin call starts ~3 ms sooner and burns less CPU, which is
+ * what 50 parallel ADDs on a small node are short of.
+ */
+const V8_FLAGS = "--v8-flags=--jitless,--single-threaded";
+
 async function buildCompiled(out: string): Promise<void> {
-  await deno(["compile", "-A", "--quiet", "--output", out, "main.ts"]);
+  await deno(["compile", "-A", "--quiet", V8_FLAGS, "--output", out, "main.ts"]);
 }
 
 async function buildLauncher(out: string, workDir: string): Promise<void> {
@@ -47,7 +54,7 @@ async function buildLauncher(out: string, workDir: string): Promise<void> {
   // `env -S` splits the flags; the absolute deno path matters because
   // runtimes exec plugins with a minimal PATH, or none.
   const shebang =
-    `#!/usr/bin/env -S ${Deno.execPath()} run -A --no-config --no-lock --no-prompt --quiet --ext=js\n`;
+    `#!/usr/bin/env -S ${Deno.execPath()} run -A --no-config --no-lock --no-prompt --quiet ${V8_FLAGS} --ext=js\n`;
   await Deno.writeTextFile(out, shebang + await Deno.readTextFile(bundle));
   await Deno.chmod(out, 0o755);
   await Deno.remove(bundle);
