@@ -1,0 +1,101 @@
+import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
+import { DIST_BIN } from "./helpers/applet.ts";
+import { canNetns, withNamespaces } from "./helpers/netns.ts";
+
+const APPLETS = ["loopback", "ptp", "bridge", "host-local", "static", "cnitool"];
+const VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+async function exec(argv: string[], env: Record<string, string>, stdin?: string) {
+  const child = new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    env,
+    clearEnv: true,
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+Deno.test("build-info.json names the kind of build, and dist/bin/cnikit is that kind", async () => {
+  const info = JSON.parse(await Deno.readTextFile(`${DIST_BIN}/../build-info.json`));
+  const head = (await Deno.readFile(`${DIST_BIN}/cnikit`)).subarray(0, 4);
+  const isElf = head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+  assertEquals(info.kind, isElf ? "compiled" : "launcher");
+  for (const name of APPLETS) assertEquals(await Deno.readLink(`${DIST_BIN}/${name}`), "cnikit");
+});
+
+Deno.test("cnikit --help, --list and --version describe the applets; an unknown applet fails", async () => {
+  const help = await exec([`${DIST_BIN}/cnikit`, "--help"], {});
+  assertEquals(help.code, 0);
+  for (const name of APPLETS) assertMatch(help.stdout, new RegExp(`\\b${name}\\b`));
+  const list = await exec([`${DIST_BIN}/cnikit`, "--list"], {});
+  assertEquals(list.stdout.trim().split("\n").sort(), [...APPLETS].sort());
+  assertMatch(
+    (await exec([`${DIST_BIN}/cnikit`, "--version"], {})).stdout,
+    /^cnikit \d+\.\d+\.\d+/,
+  );
+  const unknown = await exec([`${DIST_BIN}/cnikit`, "nosuchplugin"], {});
+  assertEquals(unknown.code, 1);
+  assertMatch(unknown.stderr, /unknown applet "nosuchplugin"/);
+});
+
+for (const name of APPLETS.filter((n) => n !== "cnitool")) {
+  Deno.test(`${name} answers VERSION by its symlink name and as "cnikit ${name}", with no PATH or HOME`, async () => {
+    for (const argv of [[`${DIST_BIN}/${name}`], [`${DIST_BIN}/cnikit`, name]]) {
+      const run = await exec(argv, { CNI_COMMAND: "VERSION" });
+      assertEquals(run.code, 0, run.stderr);
+      assertEquals(JSON.parse(run.stdout).supportedVersions, VERSIONS);
+    }
+  });
+}
+
+Deno.test("a plugin started without CNI_COMMAND prints what it is on stderr and exits 0", async () => {
+  const run = await exec([`${DIST_BIN}/ptp`], {});
+  assertEquals(run.code, 0);
+  assertMatch(run.stderr, /CNI ptp plugin/);
+  assertMatch(run.stderr, /CNI protocol versions supported: 0\.1\.0, .*1\.1\.0/);
+});
+
+Deno.test({
+  name: "an ADD exec'd with an empty environment (no PATH, no HOME) still finds ip and works",
+  ignore: !canNetns,
+  fn: () =>
+    withNamespaces(1, async (host, ctr) => {
+      await ctr.exec("ip", ["link", "set", "lo", "down"]);
+      const env = {
+        CNI_COMMAND: "ADD",
+        CNI_CONTAINERID: "bare-env",
+        CNI_NETNS: ctr.path,
+        CNI_IFNAME: "eth0",
+        CNI_PATH: DIST_BIN,
+      };
+      // `ip netns exec` needs a PATH itself; `env -i` then drops everything.
+      const argv = [
+        "ip",
+        "netns",
+        "exec",
+        host.name,
+        "/usr/bin/env",
+        "-i",
+        ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        `${DIST_BIN}/loopback`,
+      ];
+      const run = await exec(
+        argv,
+        { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
+        JSON.stringify({ cniVersion: "1.0.0", name: "bare", type: "loopback" }),
+      );
+      assertEquals(run.code, 0, run.stdout + run.stderr);
+      assertEquals(JSON.parse(run.stdout).interfaces[0].name, "lo");
+      const [lo] = await ctr.ipJson<{ flags: string[] }[]>("link", "show", "dev", "lo");
+      assert(lo!.flags.includes("UP"));
+    }),
+});
