@@ -7,6 +7,7 @@
 
 import { CniError, ErrorCode } from "./errors.ts";
 import { withNetnsSync } from "./netns.ts";
+import { traced } from "./trace.ts";
 
 /** What a finished command left behind. */
 export interface ExecResult {
@@ -70,7 +71,7 @@ export async function run(
     await writer.write(new TextEncoder().encode(options.stdin));
     await writer.close();
   }
-  const output = await child.output();
+  const output = await traced(`${cmd} ${args.join(" ")}`, () => child.output());
   const result = {
     code: output.code,
     stdout: new TextDecoder().decode(output.stdout),

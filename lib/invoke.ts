@@ -9,6 +9,7 @@
 
 import { CniError, ErrorCode } from "./errors.ts";
 import { baseName } from "./paths.ts";
+import { traced } from "./trace.ts";
 import { type CmdArgs, type Command, type Plugin, runPlugin } from "./skel.ts";
 import { parseResult, toCurrentResult } from "./spec/convert.ts";
 import type { Result } from "./spec/schemas.ts";
@@ -164,7 +165,10 @@ export async function execPlugin(
 ): Promise<string> {
   const local = selfPath && inProcess.get(baseName(path));
   if (local && realPathOrUndefined(path) === selfPath) {
-    const run = runPlugin(local, { env, readStdin: () => Promise.resolve(stdin) });
+    const run = traced(
+      `in-process ${local.name} ${env.CNI_COMMAND}`,
+      () => runPlugin(local, { env, readStdin: () => Promise.resolve(stdin) }),
+    );
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       if (options.timeoutMs === undefined) return;
