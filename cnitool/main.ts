@@ -7,6 +7,7 @@
  */
 
 import { CniError } from "../lib/errors.ts";
+import { sha512Hex } from "../lib/hash.ts";
 import { CNIKIT_VERSION } from "../lib/skel.ts";
 import { ALL_VERSIONS } from "../lib/spec/version.ts";
 import { DEFAULT_CACHE_DIR } from "./cache.ts";
@@ -191,12 +192,7 @@ function parseTimeout(text: string): number | undefined {
 
 /** The container ID cnitool uses for a netns: `cnitool-` + 20 hex of SHA-512(path). */
 export async function containerIdFor(netnsPath: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-512", new TextEncoder().encode(netnsPath));
-  const hex = Array.from(
-    new Uint8Array(digest, 0, 10),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-  return `cnitool-${hex}`;
+  return `cnitool-${(await sha512Hex(netnsPath)).slice(0, 20)}`;
 }
 
 async function runVerb(verb: Verb, parsed: ParsedArgs): Promise<string> {

@@ -6,21 +6,11 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { haveReference, REFERENCE_BIN } from "./helpers/applet.ts";
-import {
-  addresses,
-  assertNothingLeft,
-  bridge,
-  bridgeConf,
-  bridgeName,
-  currentResult,
-  hostLocal,
-  iptablesMasq,
-  leases,
-  links,
-  spoofCheck,
-  withTempDir,
-} from "./helpers/bridge.ts";
+import { currentResult, haveReference, REFERENCE_BIN } from "./helpers/applet.ts";
+import { withTempDir } from "./helpers/tempdir.ts";
+import { hostLocal, leases } from "./helpers/ipam.ts";
+import { addresses, iptablesMasq, links } from "./helpers/kernel.ts";
+import { assertNothingLeft, bridge, bridgeConf, bridgeName, spoofCheck } from "./helpers/bridge.ts";
 import { canNetns, TestNetns, withNamespaces } from "./helpers/netns.ts";
 
 const COUNT = 50;

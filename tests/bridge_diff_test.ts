@@ -7,27 +7,33 @@
  */
 
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./helpers/assert.ts";
-import { haveReference, type PluginRun, REFERENCE_BIN } from "./helpers/applet.ts";
+import {
+  assertSuccess,
+  haveReference,
+  type PluginRun,
+  REFERENCE_BIN,
+  withPrev,
+} from "./helpers/applet.ts";
+import { withTempDir } from "./helpers/tempdir.ts";
+import { type Families, hostLocal, leases } from "./helpers/ipam.ts";
 import {
   addresses,
+  iptablesMasq,
+  type LinkJ,
+  links,
+  routes,
+  sysctl,
+  veths,
+} from "./helpers/kernel.ts";
+import {
   assertNothingLeft,
   bridge,
   bridgeConf,
   bridgeName,
-  type Families,
-  hostLocal,
-  iptablesMasq,
-  leases,
-  type LinkJ,
-  links,
   portFlag,
-  routes,
   spoofCheck,
-  sysctl,
-  withPrev,
-  withTempDir,
 } from "./helpers/bridge.ts";
-import { canNetns, TestNetns, withNamespaces } from "./helpers/netns.ts";
+import { canNetns, TestNetns, waitFor, withDataDirAndNamespaces } from "./helpers/netns.ts";
 
 const ready = !canNetns || !haveReference;
 
@@ -125,61 +131,59 @@ async function compare(
   opts: { args?: string; checkDiffers?: boolean } = {},
 ): Promise<void> {
   await withTempDir((dirA) =>
-    withTempDir((dirB) =>
-      withNamespaces(3, async (hostA, ctrA, hostB) => {
-        const ctrB = await TestNetns.create("ckc");
-        try {
-          const br = bridgeName();
-          const sides: Side[] = [
-            { host: hostA, ctr: ctrA, dataDir: dirA },
-            { host: hostB, ctr: ctrB, bin: REFERENCE_BIN, dataDir: dirB },
-          ];
-          const run = (s: Side, command: string, conf: Record<string, unknown>) =>
-            bridge(
-              command,
-              s.host,
-              {
-                netns: s.ctr.path,
-                ...(opts.args ? { args: opts.args } : {}),
-              },
-              conf,
-              s.bin,
-            );
-          const confs = sides.map((s) => make(s.dataDir, br));
-          const adds = await Promise.all(sides.map((s, i) => run(s, "ADD", confs[i]!)));
-          const labels = sides.map(() => new Labels());
-          const results = adds.map((a, i) => normalizeResult(a, labels[i]!, sides[i]!.ctr.path));
-          assertEquals(adds.map((a) => a.code), [0, 0], adds.map((a) => a.stdout).join("\n"));
-          assertEquals(results[0], results[1]);
-          const states = await Promise.all(
-            sides.map((s, i) => kernelState(s.host, s.ctr, labels[i]!)),
+    withDataDirAndNamespaces(3, async (dirB, hostA, ctrA, hostB) => {
+      const ctrB = await TestNetns.create("ckc");
+      try {
+        const br = bridgeName();
+        const sides: Side[] = [
+          { host: hostA, ctr: ctrA, dataDir: dirA },
+          { host: hostB, ctr: ctrB, bin: REFERENCE_BIN, dataDir: dirB },
+        ];
+        const run = (s: Side, command: string, conf: Record<string, unknown>) =>
+          bridge(
+            command,
+            s.host,
+            {
+              netns: s.ctr.path,
+              ...(opts.args ? { args: opts.args } : {}),
+            },
+            conf,
+            s.bin,
           );
-          assertEquals(states[0], states[1]);
-          if (version >= "0.4.0") {
-            const checks = await Promise.all(
-              sides.map((s, i) => run(s, "CHECK", withPrev(confs[i]!, adds[i]!))),
-            );
-            if (opts.checkDiffers) {
-              assertEquals(checks[0]!.code, 0, checks[0]!.stdout);
-              assertNotEquals(checks[1]!.code, 0);
-            } else {
-              assertEquals(checks.map((c) => c.code), [0, 0], checks.map((c) => c.stdout).join());
-            }
+        const confs = sides.map((s) => make(s.dataDir, br));
+        const adds = await Promise.all(sides.map((s, i) => run(s, "ADD", confs[i]!)));
+        const labels = sides.map(() => new Labels());
+        const results = adds.map((a, i) => normalizeResult(a, labels[i]!, sides[i]!.ctr.path));
+        assertEquals(adds.map((a) => a.code), [0, 0], adds.map((a) => a.stdout).join("\n"));
+        assertEquals(results[0], results[1]);
+        const states = await Promise.all(
+          sides.map((s, i) => kernelState(s.host, s.ctr, labels[i]!)),
+        );
+        assertEquals(states[0], states[1]);
+        if (version >= "0.4.0") {
+          const checks = await Promise.all(
+            sides.map((s, i) => run(s, "CHECK", withPrev(confs[i]!, adds[i]!))),
+          );
+          if (opts.checkDiffers) {
+            assertEquals(checks[0]!.code, 0, checks[0]!.stdout);
+            assertNotEquals(checks[1]!.code, 0);
+          } else {
+            assertEquals(checks.map((c) => c.code), [0, 0], checks.map((c) => c.stdout).join());
           }
-          for (let i = 0; i < 2; i++) {
-            const dels = await Promise.all(sides.map((s, j) => run(s, "DEL", confs[j]!)));
-            assertEquals(dels.map((d) => d.code), [0, 0], dels.map((d) => d.stdout).join());
-            const after = await Promise.all(
-              sides.map((s, j) => kernelState(s.host, s.ctr, labels[j]!)),
-            );
-            assertEquals(after[0], after[1]);
-          }
-          for (const s of sides) await assertNothingLeft(s.host, [s.ctr], s.dataDir);
-        } finally {
-          await ctrB.remove();
         }
-      })
-    )
+        for (let i = 0; i < 2; i++) {
+          const dels = await Promise.all(sides.map((s, j) => run(s, "DEL", confs[j]!)));
+          assertEquals(dels.map((d) => d.code), [0, 0], dels.map((d) => d.stdout).join());
+          const after = await Promise.all(
+            sides.map((s, j) => kernelState(s.host, s.ctr, labels[j]!)),
+          );
+          assertEquals(after[0], after[1]);
+        }
+        for (const s of sides) await assertNothingLeft(s.host, [s.ctr], s.dataDir);
+      } finally {
+        await ctrB.remove();
+      }
+    })
   );
 }
 
@@ -243,95 +247,88 @@ Deno.test({
   name: "bridge vs reference: the lab-br0 example gives the same result",
   ignore: ready,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(2, async (host, ctrA, ctrB) => {
-        const conf = JSON.parse(
-          await Deno.readTextFile(new URL("../examples/lab-br0.conf", import.meta.url)),
-        );
-        conf.ipam.dataDir = dataDir;
-        const a = await bridge("ADD", host, { netns: ctrA.path, containerId: "a" }, conf);
-        const b = await bridge(
-          "ADD",
-          host,
-          { netns: ctrB.path, containerId: "b" },
-          conf,
-          REFERENCE_BIN,
-        );
-        assertEquals([a.code, b.code], [0, 0], a.stdout + b.stdout);
-        // Both ignore the keys outside ipam; only cnikit says so.
-        assertMatch(
-          a.stderr,
-          /ignoring unknown top-level config keys: routes, rangeStart, rangeEnd, gateway/,
-        );
-        assertEquals(b.stderr, "");
-        const ips = (r: PluginRun) => r.json!.ips;
-        assertEquals(ips(a), [{
-          version: "4",
-          interface: 2,
-          address: "10.15.10.2/24",
-          gateway: "10.15.10.1",
-        }]);
-        assertEquals(ips(b), [{
-          version: "4",
-          interface: 2,
-          address: "10.15.10.3/24",
-          gateway: "10.15.10.1",
-        }]);
-        assertEquals([a.json!.routes, b.json!.routes], [undefined, undefined]);
-        assertEquals(await routes(ctrA), await routes(ctrB));
-        assertEquals(
-          (await bridge("DEL", host, { netns: ctrA.path, containerId: "a" }, conf)).code,
-          0,
-        );
-        assertEquals(
-          (await bridge("DEL", host, { netns: ctrB.path, containerId: "b" }, conf, REFERENCE_BIN))
-            .code,
-          0,
-        );
-        await assertNothingLeft(host, [ctrA, ctrB], dataDir);
-      })
-    ),
+    withDataDirAndNamespaces(2, async (dataDir, host, ctrA, ctrB) => {
+      const conf = JSON.parse(
+        await Deno.readTextFile(new URL("../examples/lab-br0.conf", import.meta.url)),
+      );
+      conf.ipam.dataDir = dataDir;
+      const a = await bridge("ADD", host, { netns: ctrA.path, containerId: "a" }, conf);
+      const b = await bridge(
+        "ADD",
+        host,
+        { netns: ctrB.path, containerId: "b" },
+        conf,
+        REFERENCE_BIN,
+      );
+      assertEquals([a.code, b.code], [0, 0], a.stdout + b.stdout);
+      // Both ignore the keys outside ipam; only cnikit says so.
+      assertMatch(
+        a.stderr,
+        /ignoring unknown top-level config keys: routes, rangeStart, rangeEnd, gateway/,
+      );
+      assertEquals(b.stderr, "");
+      const ips = (r: PluginRun) => r.json!.ips;
+      assertEquals(ips(a), [{
+        version: "4",
+        interface: 2,
+        address: "10.15.10.2/24",
+        gateway: "10.15.10.1",
+      }]);
+      assertEquals(ips(b), [{
+        version: "4",
+        interface: 2,
+        address: "10.15.10.3/24",
+        gateway: "10.15.10.1",
+      }]);
+      assertEquals([a.json!.routes, b.json!.routes], [undefined, undefined]);
+      assertEquals(await routes(ctrA), await routes(ctrB));
+      assertSuccess(await bridge("DEL", host, { netns: ctrA.path, containerId: "a" }, conf));
+      assertEquals(
+        (await bridge("DEL", host, { netns: ctrB.path, containerId: "b" }, conf, REFERENCE_BIN))
+          .code,
+        0,
+      );
+      await assertNothingLeft(host, [ctrA, ctrB], dataDir);
+    }),
 });
 
 Deno.test({
   name: "bridge vs reference: the same invalid options are refused with the same words",
   ignore: ready,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(1, async (host, ctr) => {
-        const bad: Record<string, unknown>[] = [
-          { vlan: 5000 },
-          { vlan: -1 },
-          { hairpinMode: true, promiscMode: true },
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const bad: Record<string, unknown>[] = [
+        { vlan: 5000 },
+        { vlan: -1 },
+        { hairpinMode: true, promiscMode: true },
+      ];
+      for (const extra of bad) {
+        const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), extra);
+        const [mine, ref] = [
+          await bridge("ADD", host, { netns: ctr.path }, conf),
+          await bridge("ADD", host, { netns: ctr.path }, conf, REFERENCE_BIN),
         ];
-        for (const extra of bad) {
-          const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), extra);
-          const [mine, ref] = [
-            await bridge("ADD", host, { netns: ctr.path }, conf),
-            await bridge("ADD", host, { netns: ctr.path }, conf, REFERENCE_BIN),
-          ];
-          assertEquals([mine.code, ref.code], [1, 1]);
-          // v1.1.1 still ended one of them with a full stop.
-          assertEquals(mine.json!.msg, (ref.json!.msg as string).replace(/\.$/, ""));
-          // The reference reports every failure as 999; cnikit says invalid config.
-          assertEquals([mine.json!.code, ref.json!.code], [7, 999]);
-        }
-        await assertNothingLeft(host, [ctr], dataDir);
-        // A bridge address in the way: the same words after the prefix.
-        const br = bridgeName();
-        await host.exec("ip", ["link", "add", br, "type", "bridge"]);
-        await host.exec("ip", ["addr", "add", "10.99.0.1/24", "dev", br]);
-        const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), { isGateway: true });
-        const mine = await bridge("ADD", host, { netns: ctr.path }, conf);
-        const ref = await bridge("ADD", host, { netns: ctr.path }, conf, REFERENCE_BIN);
-        const words =
-          `failed to set bridge addr: "${br}" already has an IP address different from 10.88.0.1/24`;
-        assertEquals([mine.json!.msg, ref.json!.msg], [words, words]);
-        // Both release the lease; the reference leaves its veth pair behind, cnikit nothing.
-        assertEquals(await leases(dataDir), []);
-        assertEquals((await links(ctr)).map((l) => l.ifname), ["eth0"]);
-      })
-    ),
+        assertEquals([mine.code, ref.code], [1, 1]);
+        // v1.1.1 still ended one of them with a full stop.
+        assertEquals(mine.json!.msg, (ref.json!.msg as string).replace(/\.$/, ""));
+        // The reference reports every failure as 999; cnikit says invalid config.
+        assertEquals([mine.json!.code, ref.json!.code], [7, 999]);
+      }
+      await assertNothingLeft(host, [ctr], dataDir);
+      // A bridge address in the way: the same words after the prefix.
+      const br = bridgeName();
+      await host.exec("ip", ["link", "add", br, "type", "bridge"]);
+      await host.exec("ip", ["addr", "add", "10.99.0.1/24", "dev", br]);
+      const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), { isGateway: true });
+      const mine = await bridge("ADD", host, { netns: ctr.path }, conf);
+      const ref = await bridge("ADD", host, { netns: ctr.path }, conf, REFERENCE_BIN);
+      const words =
+        `failed to set bridge addr: "${br}" already has an IP address different from 10.88.0.1/24`;
+      assertEquals([mine.json!.msg, ref.json!.msg], [words, words]);
+      // Both release the lease; the reference leaves its veth pair behind, cnikit nothing.
+      assertEquals(await leases(dataDir), []);
+      assertEquals((await links(ctr)).map((l) => l.ifname), ["eth0"]);
+    }),
 });
 
 /** ADD by one implementation, DEL by the other: nothing may be left. */
@@ -342,29 +339,30 @@ for (const [adder, deleter] of [["reference", "cnikit"], ["cnikit", "reference"]
       name: `bridge ADD by ${adder}, DEL by ${deleter} (netns ${netnsAtDel}) leaves nothing`,
       ignore: ready,
       fn: () =>
-        withTempDir((dataDir) =>
-          withNamespaces(1, async (host, ctr) => {
-            const bin = (who: string) => (who === "reference" ? REFERENCE_BIN : undefined);
-            const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("dual", dataDir), {
-              isGateway: true,
-              ipMasq: true,
-              macspoofchk: true,
-            });
-            const at = { netns: ctr.path };
-            const add = await bridge("ADD", host, at, conf, bin(adder));
-            assertEquals(add.code, 0, add.stdout + add.stderr);
-            assert((await iptablesMasq(host)).length > 0);
-            assert((await spoofCheck(host)).rules.length > 0);
-            assertEquals((await leases(dataDir)).length, 2);
-            // Each CHECKs the other's attachment.
-            const check = await bridge("CHECK", host, at, withPrev(conf, add), bin(deleter));
-            assertEquals(check.code, 0, check.stdout);
-            if (netnsAtDel === "gone") await ctr.remove();
-            const del = await bridge("DEL", host, at, conf, bin(deleter));
-            assertEquals(del.code, 0, del.stdout + del.stderr);
-            await assertNothingLeft(host, netnsAtDel === "gone" ? [] : [ctr], dataDir);
-          })
-        ),
+        withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+          const bin = (who: string) => (who === "reference" ? REFERENCE_BIN : undefined);
+          const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("dual", dataDir), {
+            isGateway: true,
+            ipMasq: true,
+            macspoofchk: true,
+          });
+          const at = { netns: ctr.path };
+          const add = assertSuccess(await bridge("ADD", host, at, conf, bin(adder)));
+          assert((await iptablesMasq(host)).length > 0);
+          assert((await spoofCheck(host)).rules.length > 0);
+          assertEquals((await leases(dataDir)).length, 2);
+          // Each CHECKs the other's attachment.
+          assertSuccess(
+            await bridge("CHECK", host, at, withPrev(conf, add), bin(deleter)),
+          );
+          if (netnsAtDel === "gone") {
+            await ctr.remove();
+            // The kernel tears a namespace down in the background.
+            await waitFor(async () => (await veths(host)).length === 0, "the host veth to go");
+          }
+          assertSuccess(await bridge("DEL", host, at, conf, bin(deleter)));
+          await assertNothingLeft(host, netnsAtDel === "gone" ? [] : [ctr], dataDir);
+        }),
     });
   }
 }

@@ -7,18 +7,16 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { haveReference } from "./helpers/applet.ts";
+import { assertSuccess, currentResult, haveReference } from "./helpers/applet.ts";
+import { hostLocal } from "./helpers/ipam.ts";
+import { vethBetween } from "./helpers/kernel.ts";
+import { assertNothingLeft, bridge, bridgeConf, bridgeName } from "./helpers/bridge.ts";
 import {
-  assertNothingLeft,
-  bridge,
-  bridgeConf,
-  bridgeName,
-  currentResult,
-  hostLocal,
-  vethBetween,
-  withTempDir,
-} from "./helpers/bridge.ts";
-import { canNetns, type TestNetns, withNamespaces } from "./helpers/netns.ts";
+  canNetns,
+  type TestNetns,
+  withDataDirAndNamespaces,
+  withNamespaces,
+} from "./helpers/netns.ts";
 import { ping } from "./helpers/ping.ts";
 
 const ready = !canNetns || !haveReference;
@@ -32,32 +30,27 @@ Deno.test({
   name: "bridge traffic: two containers on one bridge reach each other and the gateway (v4 and v6)",
   ignore: ready,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(2, async (host, c1, c2) => {
-        const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("dual", dataDir), {
-          isGateway: true,
-        });
-        const a1 = await bridge("ADD", host, { netns: c1.path, containerId: "a" }, conf);
-        const a2 = await bridge("ADD", host, { netns: c2.path, containerId: "b" }, conf);
-        assertEquals([a1.code, a2.code], [0, 0], a1.stdout + a2.stdout);
-        const [v4b, v6b] = ipsOf(a2);
-        const [v4a, v6a] = ipsOf(a1);
-        assert(await ping(c1, v4b!), `c1 → ${v4b}`);
-        assert(await ping(c2, v4a!), `c2 → ${v4a}`);
-        assert(await ping(c1, v6b!), `c1 → ${v6b}`);
-        assert(await ping(c2, v6a!), `c2 → ${v6a}`);
-        assert(await ping(c1, "10.88.0.1"), "c1 → gateway");
-        assert(await ping(c2, "fd00:88::1"), "c2 → gateway v6");
-        assert(await ping(host, v4a!), "host → c1");
-        for (const [ctr, id] of [[c1, "a"], [c2, "b"]] as const) {
-          assertEquals(
-            (await bridge("DEL", host, { netns: ctr.path, containerId: id }, conf)).code,
-            0,
-          );
-        }
-        await assertNothingLeft(host, [c1, c2], dataDir);
-      })
-    ),
+    withDataDirAndNamespaces(2, async (dataDir, host, c1, c2) => {
+      const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("dual", dataDir), {
+        isGateway: true,
+      });
+      const a1 = await bridge("ADD", host, { netns: c1.path, containerId: "a" }, conf);
+      const a2 = await bridge("ADD", host, { netns: c2.path, containerId: "b" }, conf);
+      assertEquals([a1.code, a2.code], [0, 0], a1.stdout + a2.stdout);
+      const [v4b, v6b] = ipsOf(a2);
+      const [v4a, v6a] = ipsOf(a1);
+      assert(await ping(c1, v4b!), `c1 → ${v4b}`);
+      assert(await ping(c2, v4a!), `c2 → ${v4a}`);
+      assert(await ping(c1, v6b!), `c1 → ${v6b}`);
+      assert(await ping(c2, v6a!), `c2 → ${v6a}`);
+      assert(await ping(c1, "10.88.0.1"), "c1 → gateway");
+      assert(await ping(c2, "fd00:88::1"), "c2 → gateway v6");
+      assert(await ping(host, v4a!), "host → c1");
+      for (const [ctr, id] of [[c1, "a"], [c2, "b"]] as const) {
+        assertSuccess(await bridge("DEL", host, { netns: ctr.path, containerId: id }, conf));
+      }
+      await assertNothingLeft(host, [c1, c2], dataDir);
+    }),
 });
 
 Deno.test({
@@ -73,8 +66,9 @@ Deno.test({
           "192.168.50.2/24",
         ]] as const
       ) {
-        const add = await bridge("ADD", host, { netns: ctr.path, containerId: id }, conf);
-        assertEquals(add.code, 0, add.stdout + add.stderr);
+        assertSuccess(
+          await bridge("ADD", host, { netns: ctr.path, containerId: id }, conf),
+        );
         await ctr.exec("ip", ["addr", "add", addr, "dev", "eth0"]);
       }
       assert(await ping(c1, "192.168.50.2"));
@@ -94,27 +88,23 @@ for (const backend of ["iptables", "nftables"] as const) {
     name: `bridge traffic: masquerade (${backend}) reaches a namespace with no route back`,
     ignore: ready,
     fn: () =>
-      withTempDir((dataDir) =>
-        withNamespaces(2, async (host, ctr, wan) => {
-          await outside(host, wan);
-          const base = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), {
-            isDefaultGateway: true,
-          });
-          const at = { netns: ctr.path };
-          // Without masquerade the replies have no way back.
-          const add = await bridge("ADD", host, at, base);
-          assertEquals(add.code, 0, add.stdout + add.stderr);
-          assert(!await ping(ctr, "192.168.77.2", 1), "reached outside without masquerade");
-          assertEquals((await bridge("DEL", host, at, base)).code, 0);
-          const conf = { ...base, ipMasq: true, ipMasqBackend: backend };
-          const add2 = await bridge("ADD", host, at, conf);
-          assertEquals(add2.code, 0, add2.stdout + add2.stderr);
-          assert(await ping(ctr, "192.168.77.2"), "masquerade did not take");
-          assertEquals((await bridge("DEL", host, at, conf)).code, 0);
-          await host.exec("ip", ["link", "del", "up0"]);
-          await assertNothingLeft(host, [ctr], dataDir);
-        })
-      ),
+      withDataDirAndNamespaces(2, async (dataDir, host, ctr, wan) => {
+        await outside(host, wan);
+        const base = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), {
+          isDefaultGateway: true,
+        });
+        const at = { netns: ctr.path };
+        // Without masquerade the replies have no way back.
+        assertSuccess(await bridge("ADD", host, at, base));
+        assert(!await ping(ctr, "192.168.77.2", 1), "reached outside without masquerade");
+        assertSuccess(await bridge("DEL", host, at, base));
+        const conf = { ...base, ipMasq: true, ipMasqBackend: backend };
+        assertSuccess(await bridge("ADD", host, at, conf));
+        assert(await ping(ctr, "192.168.77.2"), "masquerade did not take");
+        assertSuccess(await bridge("DEL", host, at, conf));
+        await host.exec("ip", ["link", "del", "up0"]);
+        await assertNothingLeft(host, [ctr], dataDir);
+      }),
   });
 }
 
@@ -122,54 +112,47 @@ Deno.test({
   name: "bridge traffic: isolated ports reach the gateway but not each other",
   ignore: ready,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(3, async (host, c1, c2, c3) => {
-        const br = bridgeName();
-        const isolated = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
-          isGateway: true,
-          portIsolation: true,
-        });
-        const open = { ...isolated, portIsolation: false };
-        const a1 = await bridge("ADD", host, { netns: c1.path, containerId: "a" }, isolated);
-        const a2 = await bridge("ADD", host, { netns: c2.path, containerId: "b" }, isolated);
-        const a3 = await bridge("ADD", host, { netns: c3.path, containerId: "c" }, open);
-        assertEquals([a1.code, a2.code, a3.code], [0, 0, 0]);
-        const [ip2] = ipsOf(a2);
-        const [ip3] = ipsOf(a3);
-        assert(await ping(c1, "10.88.0.1"), "isolated port → gateway");
-        assert(!await ping(c1, ip2!, 1), "isolated port → isolated port");
-        assert(await ping(c1, ip3!), "isolated port → open port");
-      })
-    ),
+    withDataDirAndNamespaces(3, async (dataDir, host, c1, c2, c3) => {
+      const br = bridgeName();
+      const isolated = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
+        isGateway: true,
+        portIsolation: true,
+      });
+      const open = { ...isolated, portIsolation: false };
+      const a1 = await bridge("ADD", host, { netns: c1.path, containerId: "a" }, isolated);
+      const a2 = await bridge("ADD", host, { netns: c2.path, containerId: "b" }, isolated);
+      const a3 = await bridge("ADD", host, { netns: c3.path, containerId: "c" }, open);
+      assertEquals([a1.code, a2.code, a3.code], [0, 0, 0]);
+      const [ip2] = ipsOf(a2);
+      const [ip3] = ipsOf(a3);
+      assert(await ping(c1, "10.88.0.1"), "isolated port → gateway");
+      assert(!await ping(c1, ip2!, 1), "isolated port → isolated port");
+      assert(await ping(c1, ip3!), "isolated port → open port");
+    }),
 });
 
 Deno.test({
   name: "bridge traffic: macspoofchk drops frames from another source MAC",
   ignore: ready,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(2, async (host, c1, c2) => {
-        const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), {
-          macspoofchk: true,
-        });
-        const a1 = await bridge("ADD", host, { netns: c1.path, containerId: "a" }, conf);
-        const a2 = await bridge("ADD", host, { netns: c2.path, containerId: "b" }, conf);
-        assertEquals([a1.code, a2.code], [0, 0], a1.stdout + a2.stdout);
-        const [ip2] = ipsOf(a2);
-        assert(await ping(c1, ip2!), "before spoofing");
-        await c1.exec("ip", ["link", "set", "eth0", "address", "0a:58:00:00:00:99"]);
-        await c2.exec("ip", ["neigh", "flush", "all"]);
-        assert(!await ping(c1, ip2!, 1), "a spoofed MAC got through");
-        const mac = currentResult(a1, "1.0.0").interfaces![2]!.mac!;
-        await c1.exec("ip", ["link", "set", "eth0", "address", mac]);
-        assert(await ping(c1, ip2!), "after restoring the MAC");
-        for (const [ctr, id] of [[c1, "a"], [c2, "b"]] as const) {
-          assertEquals(
-            (await bridge("DEL", host, { netns: ctr.path, containerId: id }, conf)).code,
-            0,
-          );
-        }
-        await assertNothingLeft(host, [c1, c2], dataDir);
-      })
-    ),
+    withDataDirAndNamespaces(2, async (dataDir, host, c1, c2) => {
+      const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), {
+        macspoofchk: true,
+      });
+      const a1 = await bridge("ADD", host, { netns: c1.path, containerId: "a" }, conf);
+      const a2 = await bridge("ADD", host, { netns: c2.path, containerId: "b" }, conf);
+      assertEquals([a1.code, a2.code], [0, 0], a1.stdout + a2.stdout);
+      const [ip2] = ipsOf(a2);
+      assert(await ping(c1, ip2!), "before spoofing");
+      await c1.exec("ip", ["link", "set", "eth0", "address", "0a:58:00:00:00:99"]);
+      await c2.exec("ip", ["neigh", "flush", "all"]);
+      assert(!await ping(c1, ip2!, 1), "a spoofed MAC got through");
+      const mac = currentResult(a1, "1.0.0").interfaces![2]!.mac!;
+      await c1.exec("ip", ["link", "set", "eth0", "address", mac]);
+      assert(await ping(c1, ip2!), "after restoring the MAC");
+      for (const [ctr, id] of [[c1, "a"], [c2, "b"]] as const) {
+        assertSuccess(await bridge("DEL", host, { netns: ctr.path, containerId: id }, conf));
+      }
+      await assertNothingLeft(host, [c1, c2], dataDir);
+    }),
 });

@@ -1,21 +1,16 @@
 import { assertEquals, assertMatch, assertThrows } from "./helpers/assert.ts";
-import { haveReference } from "./helpers/applet.ts";
+import { assertSuccess, currentResult, haveReference, withPrev } from "./helpers/applet.ts";
+import { hostLocal } from "./helpers/ipam.ts";
+import { addresses, link, links } from "./helpers/kernel.ts";
 import {
-  addresses,
   assertNothingLeft,
   bridge,
   bridgeConf,
   bridgeName,
-  currentResult,
-  hostLocal,
-  link,
-  links,
   verifyAttachment,
   vlans,
-  withPrev,
-  withTempDir,
 } from "./helpers/bridge.ts";
-import { canNetns, TestNetns, withNamespaces } from "./helpers/netns.ts";
+import { canNetns, TestNetns, withDataDirAndNamespaces, withNamespaces } from "./helpers/netns.ts";
 import {
   collectVlanTrunk,
   gatewayAddressCommands,
@@ -198,29 +193,27 @@ Deno.test({
   name: "bridge VLANs on a kernel without VLAN filtering: an error, and nothing left",
   ignore: ready || canFilterVlans,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(1, async (host, ctr) => {
-        const at = { netns: ctr.path };
-        for (const extra of [{ vlan: 100 }, { vlanTrunk: [{ id: 101 }] }, { vlanTrunk: [] }]) {
-          const br = bridgeName();
-          const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), extra);
-          const add = await bridge("ADD", host, at, conf);
-          assertEquals(add.code, 1, add.stdout);
-          assertEquals(add.json!.code, 5);
-          assertMatch(add.json!.msg as string, /failed to create bridge .*Operation not supported/);
-          await assertNothingLeft(host, [ctr], dataDir);
-          assertEquals(await links(host), []);
-        }
-        // An existing bridge without filtering takes no VLAN either: the port is rolled back.
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const at = { netns: ctr.path };
+      for (const extra of [{ vlan: 100 }, { vlanTrunk: [{ id: 101 }] }, { vlanTrunk: [] }]) {
         const br = bridgeName();
-        await host.exec("ip", ["link", "add", br, "type", "bridge"]);
-        const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), { vlan: 100 });
+        const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), extra);
         const add = await bridge("ADD", host, at, conf);
-        assertEquals(add.json!.code, 5, add.stdout);
-        assertMatch(add.json!.msg as string, /failed to setup vlan tag/);
+        assertEquals(add.code, 1, add.stdout);
+        assertEquals(add.json!.code, 5);
+        assertMatch(add.json!.msg as string, /failed to create bridge .*Operation not supported/);
         await assertNothingLeft(host, [ctr], dataDir);
-      })
-    ),
+        assertEquals(await links(host), []);
+      }
+      // An existing bridge without filtering takes no VLAN either: the port is rolled back.
+      const br = bridgeName();
+      await host.exec("ip", ["link", "add", br, "type", "bridge"]);
+      const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), { vlan: 100 });
+      const add = await bridge("ADD", host, at, conf);
+      assertEquals(add.json!.code, 5, add.stdout);
+      assertMatch(add.json!.msg as string, /failed to setup vlan tag/);
+      await assertNothingLeft(host, [ctr], dataDir);
+    }),
 });
 
 // ---- with VLAN filtering (skipped where the kernel lacks it) ----------------------
@@ -229,33 +222,29 @@ Deno.test({
   name: "bridge access VLAN 100: PVID untagged on the port, default VLAN removed or kept",
   ignore: ready || !canFilterVlans,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(1, async (host, ctr) => {
-        const at = { netns: ctr.path };
-        for (const preserveDefaultVlan of [false, true]) {
-          const br = bridgeName();
-          const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
-            vlan: 100,
-            preserveDefaultVlan,
-          });
-          const add = await bridge("ADD", host, at, conf);
-          assertEquals(add.code, 0, add.stdout + add.stderr);
-          const result = currentResult(add, "1.0.0");
-          const port = (await verifyAttachment(result, { host, ctr, bridge: br })).ifname;
-          const info = (await link(host, br))!.linkinfo?.info_data;
-          assertEquals(info?.vlan_filtering, 1);
-          const mine = (await vlans(host)).filter((v) => v.startsWith(`${port} `));
-          assertEquals(mine, [
-            ...(preserveDefaultVlan ? [`${port} 1`] : []),
-            `${port} 100 pvid egress untagged`,
-          ]);
-          const check = await bridge("CHECK", host, at, withPrev(conf, add));
-          assertEquals(check.code, 0, check.stdout);
-          assertEquals((await bridge("DEL", host, at, conf)).code, 0);
-          await assertNothingLeft(host, [ctr], dataDir);
-        }
-      })
-    ),
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const at = { netns: ctr.path };
+      for (const preserveDefaultVlan of [false, true]) {
+        const br = bridgeName();
+        const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
+          vlan: 100,
+          preserveDefaultVlan,
+        });
+        const add = assertSuccess(await bridge("ADD", host, at, conf));
+        const result = currentResult(add, "1.0.0");
+        const port = (await verifyAttachment(result, { host, ctr, bridge: br })).ifname;
+        const info = (await link(host, br))!.linkinfo?.info_data;
+        assertEquals(info?.vlan_filtering, 1);
+        const mine = (await vlans(host)).filter((v) => v.startsWith(`${port} `));
+        assertEquals(mine, [
+          ...(preserveDefaultVlan ? [`${port} 1`] : []),
+          `${port} 100 pvid egress untagged`,
+        ]);
+        assertSuccess(await bridge("CHECK", host, at, withPrev(conf, add)));
+        assertSuccess(await bridge("DEL", host, at, conf));
+        await assertNothingLeft(host, [ctr], dataDir);
+      }
+    }),
 });
 
 Deno.test({
@@ -268,8 +257,7 @@ Deno.test({
       for (const vlan of [0, 100]) {
         const br = bridgeName();
         const conf = bridgeConf("1.0.0", br, {}, { vlan, vlanTrunk: trunk });
-        const add = await bridge("ADD", host, at, conf);
-        assertEquals(add.code, 0, add.stdout + add.stderr);
+        const add = assertSuccess(await bridge("ADD", host, at, conf));
         const port = currentResult(add, "1.0.0").interfaces![1]!.name;
         const native = vlan || 1;
         assertEquals(
@@ -280,7 +268,7 @@ Deno.test({
             `${port} 200-210`,
           ].sort(),
         );
-        assertEquals((await bridge("DEL", host, at, conf)).code, 0);
+        assertSuccess(await bridge("DEL", host, at, conf));
       }
     }),
 });
@@ -289,41 +277,36 @@ Deno.test({
   name: "bridge VLAN gateway: <bridge>.<vlan> carries the gateway and is in the result",
   ignore: ready || !canFilterVlans,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(2, async (host, c1, c2) => {
-        const br = bridgeName().slice(0, 10);
-        const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
-          vlan: 100,
-          isGateway: true,
-        });
-        const add = await bridge("ADD", host, { netns: c1.path }, conf);
-        assertEquals(add.code, 0, add.stdout + add.stderr);
-        const result = currentResult(add, "1.0.0");
-        const gwName = `${br}.100`;
-        assertEquals(result.interfaces!.length, 4);
-        assertEquals(result.interfaces![3]!.name, gwName);
-        const gw = (await link(host, gwName))!;
-        assertEquals(result.interfaces![3]!.mac, gw.address);
-        assertEquals(addresses(gw), ["10.88.0.1/24 brd 10.88.0.255"]);
-        assertEquals(addresses((await link(host, br))!), []);
-        // The gateway's peer is a port in VLAN 100.
-        const peer = (await links(host)).find((l) => l.ifindex === gw.link_index)!;
-        assertEquals(peer.master, br);
-        assertEquals((await vlans(host)).filter((v) => v.startsWith(`${peer.ifname} `)), [
-          `${peer.ifname} 100 pvid egress untagged`,
-        ]);
-        // A second attachment reuses it.
-        const add2 = await bridge("ADD", host, { netns: c2.path, containerId: "b" }, conf);
-        assertEquals(add2.code, 0, add2.stdout + add2.stderr);
-        assertEquals(currentResult(add2, "1.0.0").interfaces![3]!.mac, gw.address);
-        for (const [ctr, id] of [[c1, "ctr1"], [c2, "b"]] as const) {
-          assertEquals(
-            (await bridge("DEL", host, { netns: ctr.path, containerId: id }, conf)).code,
-            0,
-          );
-        }
-        // DEL never removes the gateway link (as it never removes the bridge).
-        assertEquals(addresses((await link(host, gwName))!), ["10.88.0.1/24 brd 10.88.0.255"]);
-      })
-    ),
+    withDataDirAndNamespaces(2, async (dataDir, host, c1, c2) => {
+      const br = bridgeName().slice(0, 10);
+      const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
+        vlan: 100,
+        isGateway: true,
+      });
+      const add = assertSuccess(await bridge("ADD", host, { netns: c1.path }, conf));
+      const result = currentResult(add, "1.0.0");
+      const gwName = `${br}.100`;
+      assertEquals(result.interfaces!.length, 4);
+      assertEquals(result.interfaces![3]!.name, gwName);
+      const gw = (await link(host, gwName))!;
+      assertEquals(result.interfaces![3]!.mac, gw.address);
+      assertEquals(addresses(gw), ["10.88.0.1/24 brd 10.88.0.255"]);
+      assertEquals(addresses((await link(host, br))!), []);
+      // The gateway's peer is a port in VLAN 100.
+      const peer = (await links(host)).find((l) => l.ifindex === gw.link_index)!;
+      assertEquals(peer.master, br);
+      assertEquals((await vlans(host)).filter((v) => v.startsWith(`${peer.ifname} `)), [
+        `${peer.ifname} 100 pvid egress untagged`,
+      ]);
+      // A second attachment reuses it.
+      const add2 = assertSuccess(
+        await bridge("ADD", host, { netns: c2.path, containerId: "b" }, conf),
+      );
+      assertEquals(currentResult(add2, "1.0.0").interfaces![3]!.mac, gw.address);
+      for (const [ctr, id] of [[c1, "ctr1"], [c2, "b"]] as const) {
+        assertSuccess(await bridge("DEL", host, { netns: ctr.path, containerId: id }, conf));
+      }
+      // DEL never removes the gateway link (as it never removes the bridge).
+      assertEquals(addresses((await link(host, gwName))!), ["10.88.0.1/24 brd 10.88.0.255"]);
+    }),
 });

@@ -11,6 +11,8 @@ import {
   REFERENCE_BIN,
   runApplet,
 } from "./helpers/applet.ts";
+import { leases } from "./helpers/ipam.ts";
+import { withTempDir } from "./helpers/tempdir.ts";
 
 const NETNS = "/run/netns/cnikit-ipam-unused";
 const N = 50;
@@ -37,23 +39,9 @@ function run(
   });
 }
 
-function leases(dataDir: string): string[] {
-  return [...Deno.readDirSync(`${dataDir}/burst`)].map((e) => e.name)
-    .filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)).sort();
-}
-
 function addressOf(r: PluginRun): string {
   assertEquals(r.code, 0, r.stdout + r.stderr);
   return (r.json!.ips as { address: string }[])[0]!.address;
-}
-
-async function withDataDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "cnikit-hl-burst-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 /** Runs `fn` for 0..n-1 all at once; returns the results and the wall time in ms. */
@@ -65,11 +53,11 @@ async function burst<T>(n: number, fn: (i: number) => Promise<T>): Promise<[T[],
 
 async function addDel(bin?: string): Promise<{ add: number; del: number }> {
   let times = { add: 0, del: 0 };
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const [adds, addMs] = await burst(N, (i) => run("ADD", dir, `ctr-${i}`, bin));
     const addresses = adds.map(addressOf);
     assertEquals(new Set(addresses).size, N, addresses.join(" "));
-    assertEquals(leases(dir).length, N);
+    assertEquals((await leases(dir, "burst")).length, N);
     // Lease i belongs to container i.
     for (const [i, address] of addresses.entries()) {
       const ip = address.split("/")[0]!;
@@ -77,7 +65,7 @@ async function addDel(bin?: string): Promise<{ add: number; del: number }> {
     }
     const [dels, delMs] = await burst(N, (i) => run("DEL", dir, `ctr-${i}`, bin));
     for (const d of dels) assertEquals(d.code, 0, d.stdout);
-    assertEquals(leases(dir), []);
+    assertEquals(await leases(dir, "burst"), []);
     times = { add: addMs, del: delMs };
   });
   return times;
@@ -100,15 +88,15 @@ Deno.test({
   name: `host-local and the reference, ${N} parallel ADDs on one store: no address twice`,
   ignore: !haveReference,
   fn: () =>
-    withDataDir(async (dir) => {
+    withTempDir(async (dir) => {
       const bin = (i: number) => (i % 2 ? REFERENCE_BIN : undefined);
       const [adds] = await burst(N, (i) => run("ADD", dir, `ctr-${i}`, bin(i)));
       const addresses = adds.map(addressOf);
       assertEquals(new Set(addresses).size, N, addresses.join(" "));
-      assertEquals(leases(dir).length, N);
+      assertEquals((await leases(dir, "burst")).length, N);
       // Each releases the other's leases.
       const [dels] = await burst(N, (i) => run("DEL", dir, `ctr-${i}`, bin(i + 1)));
       for (const d of dels) assertEquals(d.code, 0, d.stdout);
-      assertEquals(leases(dir), []);
+      assertEquals(await leases(dir, "burst"), []);
     }),
 });

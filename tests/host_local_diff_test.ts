@@ -11,6 +11,7 @@ import {
   REFERENCE_BIN,
   runApplet,
 } from "./helpers/applet.ts";
+import { withTempDir } from "./helpers/tempdir.ts";
 
 const NETNS = "/run/netns/cnikit-ipam-unused";
 // The reference v1.1.1 predates spec 1.1.0.
@@ -75,15 +76,12 @@ function storeFiles(dataDir: string): Record<string, string> {
   return out;
 }
 
-async function withTwoDirs(fn: (ours: string, theirs: string) => Promise<void>): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "cnikit-hl-diff-" });
-  try {
+function withTwoDirs(fn: (ours: string, theirs: string) => Promise<void>): Promise<void> {
+  return withTempDir(async (root) => {
     await Deno.mkdir(`${root}/ours`);
     await Deno.mkdir(`${root}/ref`);
     await fn(`${root}/ours`, `${root}/ref`);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
+  });
 }
 
 /**
@@ -123,9 +121,8 @@ for (const version of VERSIONS) {
   Deno.test({
     name: `host-local vs reference (cniVersion ${version}): legacy range, routes, resolvConf`,
     ignore: !haveReference,
-    fn: async () => {
-      const dir = await Deno.makeTempDir({ prefix: "cnikit-hl-resolv-" });
-      try {
+    fn: () =>
+      withTempDir(async (dir) => {
         const resolv = `${dir}/resolv.conf`;
         await Deno.writeTextFile(
           resolv,
@@ -159,10 +156,7 @@ for (const version of VERSIONS) {
           del("c2"),
           del("c2"),
         ]);
-      } finally {
-        await Deno.remove(dir, { recursive: true });
-      }
-    },
+      }),
   });
 }
 

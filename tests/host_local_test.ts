@@ -1,5 +1,7 @@
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { ALL_TEST_VERSIONS, cniEnv, type PluginRun, runApplet } from "./helpers/applet.ts";
+import { leases } from "./helpers/ipam.ts";
+import { withTempDir } from "./helpers/tempdir.ts";
 import {
   canonicalizeRange,
   loadHostLocalConfig,
@@ -42,23 +44,9 @@ function hostLocal(command: string, config: unknown, call: Call = {}): Promise<P
   });
 }
 
-async function withDataDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "cnikit-hl-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 function ipsOf(run: PluginRun): string[] {
   assertEquals(run.code, 0, run.stdout + run.stderr);
   return (run.json!.ips as { address: string }[]).map((ip) => ip.address);
-}
-
-function leaseFiles(dir: string): string[] {
-  return [...Deno.readDirSync(`${dir}/hl-net`)].map((e) => e.name)
-    .filter((n) => parseIP(n) !== null).sort();
 }
 
 function configError(config: Record<string, unknown>, cniArgs = ""): CniError {
@@ -302,7 +290,7 @@ Deno.test("host-local iteration: IPv6 runs to the last address of the subnet", (
 // ---- the store, in-process ----
 
 Deno.test("host-local store: reserve writes <cid>\\r\\n<ifname> with mode 0600 exclusively", async () => {
-  await withDataDir((dir) => {
+  await withTempDir((dir) => {
     const store = Store.open(dir, "hl-net");
     try {
       const ip = parseIP("10.0.0.2")!;
@@ -326,7 +314,7 @@ Deno.test("host-local store: reserve writes <cid>\\r\\n<ifname> with mode 0600 e
 
 for (const version of ALL_TEST_VERSIONS) {
   Deno.test(`host-local ADD/CHECK/DEL/DEL (cniVersion ${version})`, async () => {
-    await withDataDir(async (dir) => {
+    await withTempDir(async (dir) => {
       await Deno.writeTextFile(`${dir}/resolv.conf`, "nameserver 192.0.2.3\nsearch example\n");
       const config = conf(dir, {
         subnet: "10.10.0.0/24",
@@ -366,7 +354,7 @@ for (const version of ALL_TEST_VERSIONS) {
       for (let i = 0; i < 2; i++) {
         const del = await hostLocal("DEL", config);
         assertEquals(del.code, 0, del.stdout);
-        assertEquals(leaseFiles(dir), []);
+        assertEquals(await leases(dir, "hl-net"), []);
       }
       if (version >= "0.4.0") {
         const check = await hostLocal("CHECK", { ...config, prevResult: add.json });
@@ -378,7 +366,7 @@ for (const version of ALL_TEST_VERSIONS) {
 }
 
 Deno.test("host-local dual stack: one address per range set, v6 range end is the last address", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const config = conf(dir, {
       ranges: [
         [{ subnet: "10.20.0.0/24", rangeStart: "10.20.0.100" }],
@@ -390,15 +378,15 @@ Deno.test("host-local dual stack: one address per range set, v6 range end is the
       { address: "10.20.0.100/24", gateway: "10.20.0.1" },
       { address: "2001:db8:1::2/64", gateway: "2001:db8:1::1" },
     ]);
-    assertEquals(leaseFiles(dir), ["10.20.0.100", "2001:db8:1::2"]);
+    assertEquals(await leases(dir, "hl-net"), ["10.20.0.100", "2001:db8:1::2"]);
     assertEquals(await Deno.readTextFile(`${dir}/hl-net/last_reserved_ip.1`), "2001:db8:1::2");
     assertEquals((await hostLocal("DEL", config)).code, 0);
-    assertEquals(leaseFiles(dir), []);
+    assertEquals(await leases(dir, "hl-net"), []);
   });
 });
 
 Deno.test("host-local round-robin, wrap-around, exhaustion and release", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const config = conf(dir, {
       subnet: "10.30.0.0/24",
       rangeStart: "10.30.0.2",
@@ -424,7 +412,7 @@ Deno.test("host-local round-robin, wrap-around, exhaustion and release", async (
 });
 
 Deno.test("host-local: a second ADD for one attachment is refused; other attachments proceed", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const config = conf(dir, { subnet: "10.40.0.0/24" });
     assertEquals(ipsOf(await hostLocal("ADD", config)), ["10.40.0.2/24"]);
     const again = await hostLocal("ADD", config);
@@ -437,13 +425,13 @@ Deno.test("host-local: a second ADD for one attachment is refused; other attachm
     assertEquals(ipsOf(await hostLocal("ADD", config, { containerId: "c2" })), ["10.40.0.4/24"]);
     // DEL of one interface leaves the container's other interface alone.
     assertEquals((await hostLocal("DEL", config, { ifname: "eth0" })).code, 0);
-    assertEquals(leaseFiles(dir), ["10.40.0.3", "10.40.0.4"]);
+    assertEquals(await leases(dir, "hl-net"), ["10.40.0.3", "10.40.0.4"]);
     assertEquals(await Deno.readTextFile(`${dir}/hl-net/10.40.0.3`), "ctr1\r\neth1");
   });
 });
 
 Deno.test("host-local requested addresses: CNI_ARGS, args.cni.ips, runtimeConfig.ips", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const base = {
       ranges: [[{ subnet: "10.50.0.0/24" }], [{ subnet: "2001:db8:5::/64" }]],
     };
@@ -488,12 +476,12 @@ Deno.test("host-local requested addresses: CNI_ARGS, args.cni.ips, runtimeConfig
       "failed to allocate for range 0: requested ip 10.50.0.1 is subnet's gateway",
     );
     // Every failure above rolled back what it had reserved.
-    assertEquals(leaseFiles(dir).length, 6);
+    assertEquals((await leases(dir, "hl-net")).length, 6);
   });
 });
 
 Deno.test("host-local: a failure in a later range set releases the earlier ones", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const base = { ranges: [[{ subnet: "10.60.0.0/24" }], [{ subnet: "10.61.0.0/24" }]] };
     assertEquals(
       ipsOf(await hostLocal("ADD", conf(dir, base), { containerId: "a", args: "IP=10.61.0.5" })),
@@ -505,12 +493,12 @@ Deno.test("host-local: a failure in a later range set releases the earlier ones"
     });
     assertEquals(clash.code, 1);
     assertMatch(clash.json!.msg as string, /^failed to allocate for range 1: requested IP/);
-    assertEquals(leaseFiles(dir), ["10.60.0.2", "10.61.0.5"]);
+    assertEquals(await leases(dir, "hl-net"), ["10.60.0.2", "10.61.0.5"]);
   });
 });
 
 Deno.test("host-local DEL: legacy and padded lease files, unknown IDs, missing store", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const config = conf(dir, { subnet: "10.70.0.0/24" });
     assertEquals(ipsOf(await hostLocal("ADD", config, { containerId: "seed" })), ["10.70.0.2/24"]);
     await Deno.writeTextFile(`${dir}/hl-net/10.70.0.50`, "legacy");
@@ -522,7 +510,7 @@ Deno.test("host-local DEL: legacy and padded lease files, unknown IDs, missing s
     assertEquals((await hostLocal("DEL", config, { containerId: "legacy" })).code, 0);
     assertEquals((await hostLocal("DEL", config, { containerId: "padded" })).code, 0);
     assertEquals((await hostLocal("DEL", config, { containerId: "nobody" })).code, 0);
-    assertEquals(leaseFiles(dir), ["10.70.0.2"]);
+    assertEquals(await leases(dir, "hl-net"), ["10.70.0.2"]);
 
     const elsewhere = conf(`${dir}/never-created`, { subnet: "10.70.0.0/24" });
     assertEquals((await hostLocal("DEL", elsewhere)).code, 0);
@@ -538,7 +526,7 @@ Deno.test("host-local DEL: legacy and padded lease files, unknown IDs, missing s
 });
 
 Deno.test("host-local GC releases the leases of attachments not in the valid list", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const config = conf(dir, { subnet: "10.80.0.0/24" }, { cniVersion: "1.1.0" });
     for (const [containerId, ifname] of [["c1", "eth0"], ["c2", "eth0"], ["c1", "eth1"]]) {
       assertEquals((await hostLocal("ADD", config, { containerId, ifname })).code, 0);
@@ -552,7 +540,7 @@ Deno.test("host-local GC releases the leases of attachments not in the valid lis
       });
     // Without a list nothing is known to be stale.
     assertEquals((await gc({})).code, 0);
-    assertEquals(leaseFiles(dir).length, 5);
+    assertEquals((await leases(dir, "hl-net")).length, 5);
     const run = await gc({
       "cni.dev/valid-attachments": [
         { containerID: "c1", ifname: "eth0" },
@@ -560,7 +548,7 @@ Deno.test("host-local GC releases the leases of attachments not in the valid lis
       ],
     });
     assertEquals(run.code, 0, run.stdout);
-    assertEquals(leaseFiles(dir), ["10.80.0.100", "10.80.0.2"]);
+    assertEquals(await leases(dir, "hl-net"), ["10.80.0.100", "10.80.0.2"]);
     assertEquals(await Deno.readTextFile(`${dir}/hl-net/10.80.0.2`), "c1\r\neth0");
     // lock and round-robin state survive.
     assertEquals(await Deno.readTextFile(`${dir}/hl-net/last_reserved_ip.0`), "10.80.0.4");
@@ -569,14 +557,14 @@ Deno.test("host-local GC releases the leases of attachments not in the valid lis
     assertEquals(ipsOf(await hostLocal("ADD", config, { containerId: "c5" })), ["10.80.0.5/24"]);
     // libcni's key spelling of the 1.1.0 text and an empty list: nothing is valid.
     assertEquals((await gc({ "cni.dev/attachments": [] })).code, 0);
-    assertEquals(leaseFiles(dir), []);
+    assertEquals(await leases(dir, "hl-net"), []);
     const old = await gc({ cniVersion: "1.0.0", "cni.dev/valid-attachments": [] });
     assertEquals(old.json!.code, 1);
   });
 });
 
 Deno.test("host-local STATUS: ready when the store is writable, code 50 when not", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const status = (dataDir: string) =>
       runApplet("host-local", {
         env: { CNI_COMMAND: "STATUS", CNI_PATH: "/nonexistent" },
@@ -591,7 +579,7 @@ Deno.test("host-local STATUS: ready when the store is writable, code 50 when not
 });
 
 Deno.test("host-local: invalid configs and CNI_ARGS are refused before any lease is made", async () => {
-  await withDataDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const tooSmall = await hostLocal("ADD", conf(dir, { subnet: "10.0.0.0/31" }));
     assertEquals([tooSmall.json!.code, tooSmall.json!.msg], [
       7,
@@ -612,7 +600,7 @@ Deno.test("host-local: invalid configs and CNI_ARGS are refused before any lease
 });
 
 Deno.test("host-local CHECK with a bad config fails like ADD", () =>
-  withDataDir(async (dir) => {
+  withTempDir(async (dir) => {
     const run = await hostLocal("CHECK", { ...conf(dir, {}), prevResult: { cniVersion: "1.0.0" } });
     assertEquals(run.json!.msg, "no IP ranges specified");
   }));

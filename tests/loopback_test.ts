@@ -1,5 +1,5 @@
 import { assertEquals, assertMatch } from "./helpers/assert.ts";
-import { ALL_TEST_VERSIONS, cniEnv, runApplet } from "./helpers/applet.ts";
+import { ALL_TEST_VERSIONS, assertSuccess, cniEnv, runApplet } from "./helpers/applet.ts";
 import { canNetns, type TestNetns, withNamespaces } from "./helpers/netns.ts";
 
 interface Link {
@@ -21,8 +21,9 @@ for (const version of ALL_TEST_VERSIONS) {
         await ctr.exec("ip", ["link", "set", "lo", "down"]);
         const conf = { cniVersion: version, name: "lo-net", type: "loopback" };
         const at = { netns: ctr.path };
-        const add = await runApplet("loopback", { env: cniEnv("ADD", at), stdin: conf, host });
-        assertEquals(add.code, 0, add.stdout + add.stderr);
+        const add = assertSuccess(
+          await runApplet("loopback", { env: cniEnv("ADD", at), stdin: conf, host }),
+        );
         assertEquals(add.json!.cniVersion, version);
         if (version < "0.3.0") {
           assertEquals((add.json!.ip4 as { ip: string }).ip, "127.0.0.1/8");
@@ -40,16 +41,18 @@ for (const version of ALL_TEST_VERSIONS) {
         }
         assertEquals(await loUp(ctr), true);
         if (version >= "0.4.0") {
-          const check = await runApplet("loopback", {
-            env: cniEnv("CHECK", at),
-            stdin: { ...conf, prevResult: add.json },
-            host,
-          });
-          assertEquals(check.code, 0, check.stdout);
+          assertSuccess(
+            await runApplet("loopback", {
+              env: cniEnv("CHECK", at),
+              stdin: { ...conf, prevResult: add.json },
+              host,
+            }),
+          );
         }
         for (let i = 0; i < 2; i++) {
-          const del = await runApplet("loopback", { env: cniEnv("DEL", at), stdin: conf, host });
-          assertEquals(del.code, 0, del.stdout);
+          assertSuccess(
+            await runApplet("loopback", { env: cniEnv("DEL", at), stdin: conf, host }),
+          );
           assertEquals(await loUp(ctr), false);
         }
       }),
@@ -63,12 +66,13 @@ Deno.test({
     withNamespaces(0, async (host) => {
       const conf = { cniVersion: "1.0.0", name: "lo-net", type: "loopback" };
       for (const netns of ["", "/run/netns/does-not-exist-ck"]) {
-        const del = await runApplet("loopback", {
-          env: cniEnv("DEL", { netns }),
-          stdin: conf,
-          host,
-        });
-        assertEquals(del.code, 0, del.stdout);
+        assertSuccess(
+          await runApplet("loopback", {
+            env: cniEnv("DEL", { netns }),
+            stdin: conf,
+            host,
+          }),
+        );
       }
     }),
 });

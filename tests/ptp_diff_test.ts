@@ -9,19 +9,11 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { haveReference, REFERENCE_BIN } from "./helpers/applet.ts";
-import { canNetns, type TestNetns, withNamespaces } from "./helpers/netns.ts";
-import {
-  addresses,
-  cniNatRules,
-  type Families,
-  hostLocal,
-  leases,
-  links,
-  ptp,
-  routes,
-  withTempDir,
-} from "./helpers/ptp.ts";
+import { assertSuccess, haveReference, REFERENCE_BIN, withPrev } from "./helpers/applet.ts";
+import { canNetns, type TestNetns, withDataDirAndNamespaces } from "./helpers/netns.ts";
+import { type Families, leases } from "./helpers/ipam.ts";
+import { addresses, iptablesMasq, links, routes } from "./helpers/kernel.ts";
+import { ptp, ptpConf } from "./helpers/ptp.ts";
 
 /** A result with the random parts and the test's netns path replaced, an empty `dns` dropped. */
 function normalize(result: Record<string, unknown>, sandbox: string): Record<string, unknown> {
@@ -77,7 +69,7 @@ async function snapshot(
       addrs: addresses(l),
     })),
     hostRoutes: await routes(host, hostVeth),
-    nat: await cniNatRules(host),
+    nat: await iptablesMasq(host),
     forwarding: await host.exec("sysctl", [
       "-n",
       "net.ipv4.ip_forward",
@@ -93,23 +85,21 @@ async function snapshot(
 /** ADD (and CHECK, DEL) through the ptp in `bin` (cnikit's when undefined); the state after ADD. */
 async function runSide(conf: Record<string, unknown>, bin?: string): Promise<Snapshot> {
   let snap: Snapshot | undefined;
-  await withTempDir((dataDir) =>
-    withNamespaces(1, async (host, ctr) => {
-      const c = { ...conf, ipam: { ...(conf.ipam as object), dataDir } };
-      const at = { netns: ctr.path };
-      const add = await ptp("ADD", host, at, c, bin);
-      assertEquals(add.code, 0, `${bin ?? "cnikit"}: ${add.stdout}${add.stderr}`);
-      snap = await snapshot(host, ctr, add.json!, dataDir);
-      if (String(conf.cniVersion) >= "0.4.0") {
-        const check = await ptp("CHECK", host, at, { ...c, prevResult: add.json }, bin);
-        assertEquals(check.code, 0, `${bin ?? "cnikit"} CHECK: ${check.stdout}`);
-      }
-      const del = await ptp("DEL", host, at, c, bin);
-      assertEquals(del.code, 0, `${bin ?? "cnikit"} DEL: ${del.stdout}`);
-      assertEquals(await leases(dataDir), []);
-      assertEquals(await cniNatRules(host), []);
-    })
-  );
+  await withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+    const c = { ...conf, ipam: { ...(conf.ipam as object), dataDir } };
+    const at = { netns: ctr.path };
+    const add = await ptp("ADD", host, at, c, bin);
+    assertEquals(add.code, 0, `${bin ?? "cnikit"}: ${add.stdout}${add.stderr}`);
+    snap = await snapshot(host, ctr, add.json!, dataDir);
+    if (String(conf.cniVersion) >= "0.4.0") {
+      const check = await ptp("CHECK", host, at, withPrev(c, add), bin);
+      assertEquals(check.code, 0, `${bin ?? "cnikit"} CHECK: ${check.stdout}`);
+    }
+    const del = await ptp("DEL", host, at, c, bin);
+    assertEquals(del.code, 0, `${bin ?? "cnikit"} DEL: ${del.stdout}`);
+    assertEquals(await leases(dataDir), []);
+    assertEquals(await iptablesMasq(host), []);
+  });
   return snap!;
 }
 
@@ -132,13 +122,7 @@ for (const version of ["0.3.1", "0.4.0", "1.0.0"]) {
       name: `ptp differential ${what} (cniVersion ${version}): results and kernel state match`,
       ignore: !canNetns || !haveReference,
       fn: async () => {
-        const conf = {
-          cniVersion: version,
-          name: "ptpnet",
-          type: "ptp",
-          ipam: hostLocal(families, ""),
-          ...extra,
-        };
+        const conf = ptpConf(version, families, "", extra);
         const reference = await runSide(conf, REFERENCE_BIN);
         const cnikit = await runSide(conf);
         assertEquals(cnikit, reference);
@@ -155,25 +139,16 @@ Deno.test({
   name: "ptp CHECK interop: each ptp accepts the attachment the other made",
   ignore: !canNetns || !haveReference,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(1, async (host, ctr) => {
-        const conf = {
-          cniVersion: "1.0.0",
-          name: "ptpnet",
-          type: "ptp",
-          ipMasq: true,
-          ipam: hostLocal("dual", dataDir),
-        };
-        const at = { netns: ctr.path };
-        for (const [adder, checker] of [[undefined, REFERENCE_BIN], [REFERENCE_BIN, undefined]]) {
-          const add = await ptp("ADD", host, at, conf, adder);
-          assertEquals(add.code, 0, add.stdout);
-          const check = await ptp("CHECK", host, at, { ...conf, prevResult: add.json }, checker);
-          assertEquals(check.code, 0, `${checker ?? "cnikit"} CHECK: ${check.stdout}`);
-          assertEquals((await ptp("DEL", host, at, conf, adder)).code, 0);
-        }
-      })
-    ),
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const conf = ptpConf("1.0.0", "dual", dataDir, { ipMasq: true });
+      const at = { netns: ctr.path };
+      for (const [adder, checker] of [[undefined, REFERENCE_BIN], [REFERENCE_BIN, undefined]]) {
+        const add = assertSuccess(await ptp("ADD", host, at, conf, adder));
+        const check = await ptp("CHECK", host, at, withPrev(conf, add), checker);
+        assertEquals(check.code, 0, `${checker ?? "cnikit"} CHECK: ${check.stdout}`);
+        assertSuccess(await ptp("DEL", host, at, conf, adder));
+      }
+    }),
 });
 
 Deno.test({
@@ -181,25 +156,14 @@ Deno.test({
     "ptp DEL with an empty CNI_NETNS: the reference leaks the masquerade (plugins#810), cnikit not",
   ignore: !canNetns || !haveReference,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(1, async (host, ctr) => {
-        const conf = {
-          cniVersion: "1.0.0",
-          name: "ptpnet",
-          type: "ptp",
-          ipMasq: true,
-          ipam: hostLocal("v4", dataDir),
-        };
-        const add = await ptp("ADD", host, { netns: ctr.path }, conf, REFERENCE_BIN);
-        assertEquals(add.code, 0, add.stdout);
-        const rules = await cniNatRules(host);
-        assertEquals(rules.length, 4);
-        const refDel = await ptp("DEL", host, { netns: "" }, conf, REFERENCE_BIN);
-        assertEquals(refDel.code, 0, refDel.stdout);
-        assertEquals(await cniNatRules(host), rules, "the reference was expected to leak");
-        const del = await ptp("DEL", host, { netns: "" }, conf);
-        assertEquals(del.code, 0, del.stdout);
-        assertEquals(await cniNatRules(host), []);
-      })
-    ),
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const conf = ptpConf("1.0.0", "v4", dataDir, { ipMasq: true });
+      assertSuccess(await ptp("ADD", host, { netns: ctr.path }, conf, REFERENCE_BIN));
+      const rules = await iptablesMasq(host);
+      assertEquals(rules.length, 4);
+      assertSuccess(await ptp("DEL", host, { netns: "" }, conf, REFERENCE_BIN));
+      assertEquals(await iptablesMasq(host), rules, "the reference was expected to leak");
+      assertSuccess(await ptp("DEL", host, { netns: "" }, conf));
+      assertEquals(await iptablesMasq(host), []);
+    }),
 });

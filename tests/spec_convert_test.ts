@@ -30,6 +30,21 @@ const DNS = {
   options: ["ndots:2"],
 };
 
+/** Routes of both families: one with every 1.1 extra, one without a gateway. */
+const ROUTES = [
+  {
+    dst: "15.5.6.0/24",
+    gw: "15.5.6.8",
+    mtu: 1400,
+    advmss: 1360,
+    priority: 100,
+    table: 50,
+    scope: 0,
+  },
+  { dst: "1111:dddd::/80", gw: "1111:dddd::aaaa", table: 254, scope: 253 },
+  { dst: "0.0.0.0/0" },
+];
+
 /**
  * The rich 1.1.0 result: two interfaces (the first with every 1.1 field), a
  * v4 and a v6 address on interface 0 plus a second v4 one that 0.2 must drop,
@@ -54,19 +69,7 @@ function rich(cniVersion = "1.1.0"): Result {
       { address: "abcd:1234:ffff::cdde/64", gateway: "abcd:1234:ffff::1", interface: 0 },
       { address: "10.9.8.7/8", interface: 1 },
     ],
-    routes: [
-      {
-        dst: "15.5.6.0/24",
-        gw: "15.5.6.8",
-        mtu: 1400,
-        advmss: 1360,
-        priority: 100,
-        table: 50,
-        scope: 0,
-      },
-      { dst: "1111:dddd::/80", gw: "1111:dddd::aaaa", table: 254, scope: 253 },
-      { dst: "0.0.0.0/0" },
-    ],
+    routes: structuredClone(ROUTES),
     dns: structuredClone(DNS),
   };
 }
@@ -90,19 +93,7 @@ function rich04(cniVersion: string): Result04 {
       { version: "4", address: "10.9.8.7/8", interface: 1 },
     ],
     // libcni's shared Route type keeps the 1.1 extras in 0.4 results.
-    routes: [
-      {
-        dst: "15.5.6.0/24",
-        gw: "15.5.6.8",
-        mtu: 1400,
-        advmss: 1360,
-        priority: 100,
-        table: 50,
-        scope: 0,
-      },
-      { dst: "1111:dddd::/80", gw: "1111:dddd::aaaa", table: 254, scope: 253 },
-      { dst: "0.0.0.0/0" },
-    ],
+    routes: structuredClone(ROUTES),
     dns: structuredClone(DNS),
   };
 }

@@ -1,6 +1,7 @@
 import { assertEquals } from "./helpers/assert.ts";
 import {
   ALL_TEST_VERSIONS,
+  assertSuccess,
   cniEnv,
   haveReference,
   type PluginRun,
@@ -56,8 +57,7 @@ function ipsOf(r: PluginRun): unknown {
 for (const version of ALL_TEST_VERSIONS) {
   Deno.test(`static ADD/CHECK/DEL/DEL (cniVersion ${version})`, async () => {
     const config = conf(version, { addresses: ADDRESSES, routes: ROUTES, dns: DNS });
-    const add = await run("ADD", config);
-    assertEquals(add.code, 0, add.stdout);
+    const add = assertSuccess(await run("ADD", config));
     if (version < "0.3.0") {
       assertEquals(add.json, {
         cniVersion: version,
@@ -90,10 +90,9 @@ for (const version of ALL_TEST_VERSIONS) {
       });
     }
     if (version >= "0.4.0") {
-      const check = await run("CHECK", { ...config, prevResult: add.json });
-      assertEquals(check.code, 0, check.stdout);
+      assertSuccess(await run("CHECK", { ...config, prevResult: add.json }));
     }
-    for (let i = 0; i < 2; i++) assertEquals((await run("DEL", config)).code, 0);
+    for (let i = 0; i < 2; i++) assertSuccess(await run("DEL", config));
   });
 }
 
@@ -211,14 +210,15 @@ Deno.test("static CHECK: prevResult required; a configured gateway must match", 
   });
   assertEquals(wrong.json!.msg, "static: Failed to match addr 10.10.0.1 on interface eth0");
   // Addresses missing from prevResult pass, as in the reference.
-  const partial = await run("CHECK", {
-    ...config,
-    prevResult: {
-      cniVersion: "1.0.0",
-      ips: [{ address: "3ffe:ffff:0:1ff::1/64", gateway: "3ffe:ffff::1" }],
-    },
-  });
-  assertEquals(partial.code, 0, partial.stdout);
+  assertSuccess(
+    await run("CHECK", {
+      ...config,
+      prevResult: {
+        cniVersion: "1.0.0",
+        ips: [{ address: "3ffe:ffff:0:1ff::1/64", gateway: "3ffe:ffff::1" }],
+      },
+    }),
+  );
 });
 
 /** A result or an error text: comparable across implementations. */

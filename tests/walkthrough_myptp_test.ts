@@ -7,19 +7,20 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { cniEnv, DIST_BIN, haveReference, runApplet } from "./helpers/applet.ts";
-import { canNetns, withNamespaces } from "./helpers/netns.ts";
-import { ping } from "./helpers/ping.ts";
 import {
-  addresses,
-  cniNatRules,
+  assertSuccess,
+  cniEnv,
   currentResult,
-  leases,
-  links,
-  routes,
-  verifyAttachment,
-  withTempDir,
-} from "./helpers/ptp.ts";
+  DIST_BIN,
+  haveReference,
+  runApplet,
+  withPrev,
+} from "./helpers/applet.ts";
+import { canNetns, withDataDirAndNamespaces } from "./helpers/netns.ts";
+import { ping } from "./helpers/ping.ts";
+import { leases } from "./helpers/ipam.ts";
+import { addresses, iptablesMasq, links, routes } from "./helpers/kernel.ts";
+import { verifyAttachment } from "./helpers/ptp.ts";
 
 const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
 
@@ -51,84 +52,80 @@ Deno.test({
     "walkthrough: dist/bin/ptp < examples/myptp.conf gives eth0 172.16.29.x/24, host 172.16.29.1/32",
   ignore: !canNetns || !haveReference,
   fn: () =>
-    withTempDir((dataDir) =>
-      withNamespaces(1, async (host, ctr) => {
-        const conf = withDataDir(await readExample("myptp.conf"), dataDir);
-        const at = { containerId: "lab-ns", netns: ctr.path, path: DIST_BIN };
-        const add = await runApplet("ptp", { env: cniEnv("ADD", at), stdin: conf, host });
-        assertEquals(add.code, 0, add.stdout + add.stderr);
-        assertEquals(add.json!.cniVersion, "0.4.0");
-        const result = currentResult(add, "0.4.0");
-        const [ip] = result.ips!;
-        assert(/^172\.16\.29\.\d+\/24$/.test(ip!.address), ip!.address);
-        assertEquals(ip!.gateway, "172.16.29.1");
-        const hostVeth = await verifyAttachment(result, {
-          host,
-          ctr,
-          ipamRoutes: [{ dst: "0.0.0.0/0" }],
-        });
-        assertEquals(addresses(hostVeth), ["172.16.29.1/32"]);
-        const eth0 = (await links(ctr)).find((l) => l.ifname === "eth0")!;
-        assertEquals(addresses(eth0), [`${ip!.address} brd 172.16.29.255`]);
-        // ipMasq without a backend: iptables, as the reference picks when it is there.
-        assertEquals((await cniNatRules(host)).length, 4);
-        assert(await ping(host, ip!.address.split("/")[0]!), "host -> container");
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const conf = withDataDir(await readExample("myptp.conf"), dataDir);
+      const at = { containerId: "lab-ns", netns: ctr.path, path: DIST_BIN };
+      const add = assertSuccess(
+        await runApplet("ptp", { env: cniEnv("ADD", at), stdin: conf, host }),
+      );
+      assertEquals(add.json!.cniVersion, "0.4.0");
+      const result = currentResult(add, "0.4.0");
+      const [ip] = result.ips!;
+      assert(/^172\.16\.29\.\d+\/24$/.test(ip!.address), ip!.address);
+      assertEquals(ip!.gateway, "172.16.29.1");
+      const hostVeth = await verifyAttachment(result, {
+        host,
+        ctr,
+        ipamRoutes: [{ dst: "0.0.0.0/0" }],
+      });
+      assertEquals(addresses(hostVeth), ["172.16.29.1/32"]);
+      const eth0 = (await links(ctr)).find((l) => l.ifname === "eth0")!;
+      assertEquals(addresses(eth0), [`${ip!.address} brd 172.16.29.255`]);
+      // ipMasq without a backend: iptables, as the reference picks when it is there.
+      assertEquals((await iptablesMasq(host)).length, 4);
+      assert(await ping(host, ip!.address.split("/")[0]!), "host -> container");
 
-        const check = await runApplet("ptp", {
+      assertSuccess(
+        await runApplet("ptp", {
           env: cniEnv("CHECK", at),
-          stdin: { ...conf, prevResult: add.json },
+          stdin: withPrev(conf, add),
           host,
-        });
-        assertEquals(check.code, 0, check.stdout);
-        const del = await runApplet("ptp", { env: cniEnv("DEL", at), stdin: conf, host });
-        assertEquals(del.code, 0, del.stdout);
-        assertEquals(await links(ctr), []);
-        assertEquals(await routes(host), []);
-        assertEquals(await cniNatRules(host), []);
-        assertEquals(await leases(dataDir, "myptp"), []);
-      })
-    ),
+        }),
+      );
+      assertSuccess(
+        await runApplet("ptp", { env: cniEnv("DEL", at), stdin: conf, host }),
+      );
+      assertEquals(await links(ctr), []);
+      assertEquals(await routes(host), []);
+      assertEquals(await iptablesMasq(host), []);
+      assertEquals(await leases(dataDir, "myptp"), []);
+    }),
 });
 
 Deno.test({
   name: "walkthrough: cnitool add/check/del myptp with examples/net.d/10-myptp.conflist",
   ignore: !canNetns || !haveReference,
   fn: () =>
-    withTempDir((dir) =>
-      withNamespaces(1, async (host, ctr) => {
-        const list = await readExample("net.d/10-myptp.conflist");
-        const plugins = (list.plugins as Record<string, unknown>[]).map((p) =>
-          withDataDir(p, `${dir}/ipam`)
-        );
-        await Deno.mkdir(`${dir}/net.d`);
-        await Deno.writeTextFile(
-          `${dir}/net.d/10-myptp.conflist`,
-          JSON.stringify({ ...list, plugins }),
-        );
-        const env = {
-          NETCONFPATH: `${dir}/net.d`,
-          CNI_PATH: DIST_BIN,
-          CNI_CACHE_DIR: `${dir}/cache`,
-        };
-        const cnitool = (verb: string) =>
-          runApplet("cnitool", { env, args: [verb, "myptp", ctr.path], host });
-        const add = await cnitool("add");
-        assertEquals(add.code, 0, add.stdout + add.stderr);
-        const result = currentResult(add, "0.4.0");
-        const hostVeth = await verifyAttachment(result, {
-          host,
-          ctr,
-          ipamRoutes: [{ dst: "0.0.0.0/0" }],
-        });
-        assertEquals(addresses(hostVeth), ["172.16.29.1/32"]);
-        assertEquals((await leases(`${dir}/ipam`, "myptp")).length, 1);
-        const check = await cnitool("check");
-        assertEquals(check.code, 0, check.stdout + check.stderr);
-        const del = await cnitool("del");
-        assertEquals(del.code, 0, del.stdout + del.stderr);
-        assertEquals(await links(ctr), []);
-        assertEquals(await cniNatRules(host), []);
-        assertEquals(await leases(`${dir}/ipam`, "myptp"), []);
-      })
-    ),
+    withDataDirAndNamespaces(1, async (dir, host, ctr) => {
+      const list = await readExample("net.d/10-myptp.conflist");
+      const plugins = (list.plugins as Record<string, unknown>[]).map((p) =>
+        withDataDir(p, `${dir}/ipam`)
+      );
+      await Deno.mkdir(`${dir}/net.d`);
+      await Deno.writeTextFile(
+        `${dir}/net.d/10-myptp.conflist`,
+        JSON.stringify({ ...list, plugins }),
+      );
+      const env = {
+        NETCONFPATH: `${dir}/net.d`,
+        CNI_PATH: DIST_BIN,
+        CNI_CACHE_DIR: `${dir}/cache`,
+      };
+      const cnitool = (verb: string) =>
+        runApplet("cnitool", { env, args: [verb, "myptp", ctr.path], host });
+      const add = assertSuccess(await cnitool("add"));
+      const result = currentResult(add, "0.4.0");
+      const hostVeth = await verifyAttachment(result, {
+        host,
+        ctr,
+        ipamRoutes: [{ dst: "0.0.0.0/0" }],
+      });
+      assertEquals(addresses(hostVeth), ["172.16.29.1/32"]);
+      assertEquals((await leases(`${dir}/ipam`, "myptp")).length, 1);
+      assertSuccess(await cnitool("check"));
+      assertSuccess(await cnitool("del"));
+      assertEquals(await links(ctr), []);
+      assertEquals(await iptablesMasq(host), []);
+      assertEquals(await leases(`${dir}/ipam`, "myptp"), []);
+    }),
 });

@@ -5,7 +5,10 @@
  * @module
  */
 
-import type { TestNetns } from "./netns.ts";
+import { parseResult, toCurrentResult } from "../../lib/spec/convert.ts";
+import type { Result } from "../../lib/spec/schemas.ts";
+import { assertEquals } from "./assert.ts";
+import { type ProcessOutput, spawnOutput, type TestNetns } from "./netns.ts";
 
 /** Where `deno task build` puts the applet symlinks. */
 export const DIST_BIN = new URL("../../dist/bin/", import.meta.url).pathname.replace(/\/$/, "");
@@ -22,10 +25,7 @@ export const haveReference = (() => {
 })();
 
 /** What one plugin run printed and how it ended. */
-export interface PluginRun {
-  code: number;
-  stdout: string;
-  stderr: string;
+export interface PluginRun extends ProcessOutput {
   /** stdout parsed as JSON, when it is JSON. */
   json: Record<string, unknown> | undefined;
 }
@@ -49,27 +49,14 @@ export async function runApplet(name: string, options: RunAppletOptions): Promis
     ? ["ip", "netns", "exec", options.host.name, program, ...(options.args ?? [])]
     : [program, ...(options.args ?? [])];
   const stdin = typeof options.stdin === "object" ? JSON.stringify(options.stdin) : options.stdin;
-  const child = new Deno.Command(argv[0]!, {
-    args: argv.slice(1),
-    env: options.env,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const stdout = new TextDecoder().decode(out.stdout);
+  const out = await spawnOutput(argv[0]!, argv.slice(1), { env: options.env, stdin });
   let json: Record<string, unknown> | undefined;
   try {
-    json = JSON.parse(stdout);
+    json = JSON.parse(out.stdout);
   } catch {
     json = undefined;
   }
-  return { code: out.code, stdout, stderr: new TextDecoder().decode(out.stderr), json };
+  return { ...out, json };
 }
 
 /** The CNI_* environment for one attachment. */
@@ -91,6 +78,57 @@ export function cniEnv(
     CNI_ARGS: attachment.args ?? "",
     CNI_PATH: attachment.path ?? DIST_BIN,
   };
+}
+
+/** One attachment as a runtime names it. */
+export interface Attachment {
+  containerId?: string;
+  netns: string;
+  ifname?: string;
+  args?: string;
+}
+
+/** Runs one command of a plugin for attachment `at` inside the fake host `host`. */
+export type HostRunner = (
+  command: string,
+  host: TestNetns,
+  at: Attachment,
+  conf: Record<string, unknown> | string,
+  bin?: string,
+) => Promise<PluginRun>;
+
+/**
+ * The {@link HostRunner} of plugin `name`: cnikit's, finding its delegates
+ * in dist/bin and then among the reference plugins, or (`bin` =
+ * {@link REFERENCE_BIN}) the reference's with only reference delegates.
+ */
+export function hostRunner(name: string): HostRunner {
+  return (command, host, at, conf, bin) =>
+    runApplet(name, {
+      env: cniEnv(command, {
+        ...at,
+        path: bin === REFERENCE_BIN ? REFERENCE_BIN : `${DIST_BIN}:${REFERENCE_BIN}`,
+      }),
+      stdin: conf,
+      host,
+      ...(bin ? { bin } : {}),
+    });
+}
+
+/** Asserts that `run` exited 0 (showing what it printed when not) and returns it. */
+export function assertSuccess<T extends ProcessOutput>(run: T): T {
+  assertEquals(run.code, 0, run.stdout + run.stderr);
+  return run;
+}
+
+/** `conf` with the result of `add` as `prevResult`, for CHECK. */
+export function withPrev(conf: Record<string, unknown>, add: PluginRun): Record<string, unknown> {
+  return { ...conf, prevResult: add.json };
+}
+
+/** A result of any version in the 1.x shape (0.1.0/0.2.0 lose the interfaces). */
+export function currentResult(run: PluginRun, version: string): Result {
+  return toCurrentResult(parseResult(run.json, version));
 }
 
 /** The spec versions every conformance loop covers. */

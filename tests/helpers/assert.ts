@@ -26,18 +26,23 @@ export function assertMatch(actual: string, pattern: RegExp, msg?: string): void
   assertStrict.match(actual, pattern, msg);
 }
 
+/** The error `e`, once its message is known to include `msgIncludes` (when given). */
+function thrown(e: unknown, msgIncludes: string | undefined): Error {
+  if (msgIncludes !== undefined) {
+    assertStrict.ok(
+      String((e as Error).message).includes(msgIncludes),
+      `"${(e as Error).message}" lacks "${msgIncludes}"`,
+    );
+  }
+  return e as Error;
+}
+
 /** `fn` throws; returns the error. */
 export function assertThrows(fn: () => unknown, msgIncludes?: string): Error {
   try {
     fn();
   } catch (e) {
-    if (msgIncludes !== undefined) {
-      assertStrict.ok(
-        String((e as Error).message).includes(msgIncludes),
-        `"${(e as Error).message}" lacks "${msgIncludes}"`,
-      );
-    }
-    return e as Error;
+    return thrown(e, msgIncludes);
   }
   throw new assertStrict.AssertionError({ message: "expected the function to throw" });
 }
@@ -50,13 +55,7 @@ export async function assertRejects(
   try {
     await fn();
   } catch (e) {
-    if (msgIncludes !== undefined) {
-      assertStrict.ok(
-        String((e as Error).message).includes(msgIncludes),
-        `"${(e as Error).message}" lacks "${msgIncludes}"`,
-      );
-    }
-    return e as Error;
+    return thrown(e, msgIncludes);
   }
   throw new assertStrict.AssertionError({ message: "expected the promise to reject" });
 }

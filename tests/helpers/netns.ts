@@ -6,6 +6,8 @@
  * @module
  */
 
+import { withTempDir } from "./tempdir.ts";
+
 let counter = 0;
 
 /** A short unique name (interface names are limited to 15 bytes). */
@@ -15,27 +17,53 @@ export function uniqueName(prefix: string): string {
   return `${prefix}${hex}${(counter++).toString(36)}`.slice(0, 15);
 }
 
-/** Runs a command; throws with its stderr when it fails. */
-export async function sh(cmd: string, args: string[], stdin?: string): Promise<string> {
+/** What a finished process printed and how it ended. */
+export interface ProcessOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options for {@link spawnOutput}. */
+export interface SpawnOptions {
+  /** Added to the inherited environment, or the whole of it with `clearEnv`. */
+  env?: Record<string, string>;
+  clearEnv?: boolean;
+  /** Written to the process's stdin; none when undefined. */
+  stdin?: string;
+}
+
+/** Runs a command to its end and returns its exit code and output; never throws on failure. */
+export async function spawnOutput(
+  cmd: string,
+  args: string[],
+  options: SpawnOptions = {},
+): Promise<ProcessOutput> {
   const child = new Deno.Command(cmd, {
     args,
-    stdin: stdin === undefined ? "null" : "piped",
+    ...(options.env ? { env: options.env } : {}),
+    ...(options.clearEnv ? { clearEnv: true } : {}),
+    stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  if (stdin !== undefined) {
+  if (options.stdin !== undefined) {
     const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
+    await w.write(new TextEncoder().encode(options.stdin));
     await w.close();
   }
   const out = await child.output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new Error(
-      `${cmd} ${args.join(" ")} failed (${out.code}): ${new TextDecoder().decode(out.stderr)}`,
-    );
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+/** Runs a command; throws with its stderr when it fails. */
+export async function sh(cmd: string, args: string[], stdin?: string): Promise<string> {
+  const out = await spawnOutput(cmd, args, { stdin });
+  if (out.code !== 0) {
+    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${out.stderr}`);
   }
-  return text;
+  return out.stdout;
 }
 
 /** A network namespace created for a test. */
@@ -92,6 +120,19 @@ export async function withNamespaces(
   }
 }
 
+/**
+ * {@link withNamespaces} with a fresh temporary directory for the plugins'
+ * state as well (a host-local dataDir), passed first; all removed afterwards.
+ */
+export function withDataDirAndNamespaces(
+  containers: number,
+  fn: (dataDir: string, host: TestNetns, ...containers: TestNetns[]) => Promise<void>,
+): Promise<void> {
+  return withTempDir((dataDir) =>
+    withNamespaces(containers, (host, ...ctrs) => fn(dataDir, host, ...ctrs))
+  );
+}
+
 /** True when this process may create namespaces (root with CAP_SYS_ADMIN). */
 export const canNetns = (() => {
   try {
@@ -100,3 +141,12 @@ export const canNetns = (() => {
     return false;
   }
 })();
+
+/** Polls `condition` every 50 ms for up to 5 s; throws naming `what` when it never holds. */
+export async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await condition()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
