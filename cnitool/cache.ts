@@ -128,6 +128,16 @@ export class ResultCache {
     Deno.writeTextFileSync(path, json, { mode: 0o600 });
   }
 
+  /** The bytes of an attachment's entry, or `undefined` when there is none. */
+  #read(network: string, rt: RuntimeConf): Uint8Array | undefined {
+    const path = this.filePath(network, rt);
+    try {
+      return Deno.readFileSync(path);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Removes an attachment's entry; a missing one is fine. */
   remove(network: string, rt: Pick<RuntimeConf, "containerId" | "ifname">): void {
     try {
@@ -141,13 +151,8 @@ export class ResultCache {
    * decoded or converted.
    */
   readResult(network: string, cniVersion: string, rt: RuntimeConf): AnyResult | undefined {
-    const path = this.filePath(network, rt);
-    let bytes: Uint8Array;
-    try {
-      bytes = Deno.readFileSync(path);
-    } catch {
-      return undefined;
-    }
+    const bytes = this.#read(network, rt);
+    if (!bytes) return undefined;
     const decoded = decodeEntry(bytes);
     if (decoded.ok && decoded.entry.kind === CACHE_KIND) {
       return convertCached(parseResult(decoded.entry.result ?? {}), cniVersion);
@@ -170,13 +175,8 @@ export class ResultCache {
     network: string,
     rt: RuntimeConf,
   ): { config: Uint8Array; rt: RuntimeConf } | undefined {
-    const path = this.filePath(network, rt);
-    let bytes: Uint8Array;
-    try {
-      bytes = Deno.readFileSync(path);
-    } catch {
-      return undefined;
-    }
+    const bytes = this.#read(network, rt);
+    if (!bytes) return undefined;
     const decoded = decodeEntry(bytes);
     if (!decoded.ok) {
       throw new Error(`failed to unmarshal cached network "${network}" config: ${decoded.error}`);
