@@ -5,8 +5,7 @@
  * @module
  */
 
-import { APPLET_NAMES, PLUGINS } from "./applets.ts";
-import { cnitoolMain } from "./cnitool/main.ts";
+import { APPLET_NAMES, PLUGIN_LOADERS } from "./applets.ts";
 import { registerInProcess } from "./lib/invoke.ts";
 import { baseName, filePathOf } from "./lib/paths.ts";
 import { CNIKIT_VERSION, pluginMain } from "./lib/skel.ts";
@@ -42,7 +41,7 @@ Applets:
 }
 
 async function main(): Promise<number> {
-  registerInProcess(executablePath(), PLUGINS);
+  registerInProcess(executablePath(), PLUGIN_LOADERS);
   let name = await invokedName();
   let args = Deno.args;
   if (!APPLET_NAMES.includes(name)) {
@@ -66,9 +65,11 @@ async function main(): Promise<number> {
     }
     [name, args] = [first, rest];
   }
-  if (name === "cnitool") return await cnitoolMain(args);
-  const plugin = PLUGINS.find((p) => p.name === name)!;
-  return await pluginMain(plugin);
+  if (name === "cnitool") {
+    const { cnitoolMain } = await import("./cnitool/main.ts");
+    return await cnitoolMain(args);
+  }
+  return await pluginMain(await PLUGIN_LOADERS[name]!());
 }
 
 Deno.exit(await main());
