@@ -11,6 +11,7 @@ import { randomHex } from "./hash.ts";
 import { ipBatch, type IpCommand, type LinkInfo } from "./ip.ts";
 import { run } from "./exec.ts";
 import { netnsExists } from "./netns.ts";
+import type { Result } from "./spec/schemas.ts";
 import { trySysctls } from "./sysctl.ts";
 
 /** A random locally administered unicast MAC, as the kernel makes them. */
@@ -145,4 +146,30 @@ export async function deleteLink(name: string, netns?: string): Promise<boolean>
   if (code === 0) return true;
   if (/Cannot find device|does not exist/i.test(stderr)) return false;
   throw new CniError(ErrorCode.ioFailure, `failed to delete "${name}": ${stderr.trim()}`);
+}
+
+/**
+ * Removes an attachment's veth pair for DEL: from inside the container when
+ * its netns is there, else through the host end that `prev` names (matched
+ * by kind and MAC). A runtime may send DEL with an empty CNI_NETNS while the
+ * namespace still lives; without this the pair and its routes stay behind.
+ */
+export async function deleteVethPair(
+  netns: string,
+  ifname: string,
+  prev: Result | undefined,
+): Promise<void> {
+  if (netns && netnsExists(netns)) {
+    await deleteLink(ifname, netns);
+    return;
+  }
+  const candidates = (prev?.interfaces ?? []).filter((i) =>
+    !i.sandbox && i.name.startsWith("veth")
+  );
+  for (const host of candidates) {
+    const link = await getLink(host.name);
+    if (link?.linkinfo?.info_kind === "veth" && (!host.mac || link.address === host.mac)) {
+      await deleteLink(host.name);
+    }
+  }
 }

@@ -39,7 +39,7 @@ import {
   parseCIDR,
   parseIP,
 } from "../lib/ipnet.ts";
-import { deleteLink, getLink, requireNetns, type VethEnd } from "../lib/link.ts";
+import { deleteLink, deleteVethPair, getLink, requireNetns, type VethEnd } from "../lib/link.ts";
 import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../lib/masq.ts";
 import { withRollback } from "../lib/rollback.ts";
 import type { CmdArgs, Plugin } from "../lib/skel.ts";
@@ -506,7 +506,7 @@ async function add(args: CmdArgs): Promise<Result> {
 async function del(args: CmdArgs): Promise<void> {
   const conf = loadConf(args);
   const l3 = conf.ipamType !== "";
-  const link = args.netns ? deleteLink(args.ifname, args.netns) : Promise.resolve(false);
+  const link = deleteVethPair(args.netns, args.ifname, args.prevResult);
   // The lease goes after the link, so the address is not handed out while still in use.
   const lease = l3
     ? link.catch(() => {}).then(() => delegate(conf.ipamType, "DEL", args))

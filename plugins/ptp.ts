@@ -21,7 +21,7 @@ import {
   parseCIDR,
   parseIP,
 } from "../lib/ipnet.ts";
-import { createVeth, deleteLink, requireNetns } from "../lib/link.ts";
+import { createVeth, deleteLink, deleteVethPair, requireNetns } from "../lib/link.ts";
 import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../lib/masq.ts";
 import { withRollback } from "../lib/rollback.ts";
 import type { CmdArgs, Plugin } from "../lib/skel.ts";
@@ -124,7 +124,7 @@ async function del(args: CmdArgs): Promise<void> {
   const owner = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
   await settleAll([
     delegate(conf.ipamType, "DEL", args),
-    args.netns ? deleteLink(args.ifname, args.netns) : undefined,
+    deleteVethPair(args.netns, args.ifname, args.prevResult),
     // The rules are found by name, so they go even when the netns is gone
     // (the reference needs the link's addresses and leaks them then).
     conf.ipMasq ? teardownMasq(owner) : undefined,

@@ -35,7 +35,7 @@ import {
 } from "./helpers/netns.ts";
 import { versionAtLeast } from "../lib/spec/version.ts";
 
-const ready = !canNetns || !haveReference;
+const cannotRun = !canNetns || !haveReference;
 const GW = { 4: "10.88.0.1", 6: "fd00:88::1" } as const;
 
 function gatewaysFor(families: Families): string[] {
@@ -49,7 +49,7 @@ for (const version of ALL_TEST_VERSIONS) {
   for (const families of ["v4", "v6", "dual"] as const) {
     Deno.test({
       name: `bridge ADD/CHECK/DEL/DEL ${families} gateway+masquerade (cniVersion ${version})`,
-      ignore: ready,
+      ignore: cannotRun,
       fn: () =>
         withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
           const br = bridgeName();
@@ -101,7 +101,7 @@ for (const version of ALL_TEST_VERSIONS) {
 for (const version of ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]) {
   Deno.test({
     name: `bridge L2 (ipam without type) ADD/CHECK/DEL (cniVersion ${version})`,
-    ignore: ready,
+    ignore: cannotRun,
     fn: () =>
       withNamespaces(1, async (host, ctr) => {
         const br = bridgeName();
@@ -126,7 +126,7 @@ for (const version of ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]) {
 
 Deno.test({
   name: "bridge L2 result cannot be written as 0.2.0 (no IPs), as with the reference",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withNamespaces(1, async (host, ctr) => {
       const conf = bridgeConf("0.2.0", bridgeName(), {});
@@ -139,7 +139,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge isDefaultGateway adds a default route per family via the gateway",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -177,7 +177,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge port flags: hairpin, portIsolation, promiscMode; MTU on bridge and pair",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(2, async (dataDir, host, c1, c2) => {
       const br = bridgeName();
@@ -233,7 +233,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge container MAC: CNI_ARGS < args.cni.mac < runtimeConfig.mac",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -270,7 +270,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge macspoofchk makes the reference's nftables objects and DEL removes them",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), {
@@ -316,7 +316,7 @@ Deno.test({
 for (const backend of ["iptables", "nftables"] as const) {
   Deno.test({
     name: `bridge ipMasqBackend ${backend}: rules for every address, gone after DEL`,
-    ignore: ready,
+    ignore: cannotRun,
     fn: () =>
       withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
         const conf = bridgeConf("1.1.0", bridgeName(), hostLocal("dual", dataDir), {
@@ -361,7 +361,7 @@ for (const backend of ["iptables", "nftables"] as const) {
 
 Deno.test({
   name: "bridge DNS: the config's dns replaces the IPAM's, which is passed through otherwise",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withNamespaces(1, async (host, ctr) => {
       const br = bridgeName();
@@ -385,7 +385,7 @@ Deno.test({
 Deno.test({
   name:
     "bridge gateway address: kept when present, refused when different, replaced with forceAddress",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -423,7 +423,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge gateway MAC stays what the bridge had before its ports joined",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(2, async (dataDir, host, c1, c2) => {
       for (const families of ["v4", "v6"] as const) {
@@ -459,7 +459,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge enabledad turns DAD on in the container",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("v6", dataDir), {
@@ -475,7 +475,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge disableContainerInterface leaves the container end down; with IPAM it is refused",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -496,7 +496,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge passes runtimeConfig.ips (the ips capability) to IPAM",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const conf = bridgeConf("1.0.0", bridgeName(), hostLocal("v4", dataDir), {
@@ -515,7 +515,7 @@ Deno.test({
 Deno.test({
   name:
     "bridge DEL with CNI_NETNS empty or the netns gone still removes masquerade, spoof check and lease",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(0, async (dataDir, host) => {
       const br = bridgeName();
@@ -551,7 +551,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge failed ADD rolls back the pair, the lease, masquerade and spoof check",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -583,7 +583,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge ADD succeeds over what a crash between two steps left behind",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -643,7 +643,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge CHECK finds what changed since ADD",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -685,7 +685,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge STATUS and GC delegate to IPAM; GC drops masquerade of attachments no longer valid",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const conf = bridgeConf("1.1.0", bridgeName(), hostLocal("v4", dataDir), {
@@ -766,7 +766,7 @@ const BAD: [string, Record<string, unknown>, string, number, RegExp][] = [
 
 Deno.test({
   name: "bridge invalid options: a CNI error with the right code, and nothing made",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const br = bridgeName();
@@ -800,7 +800,7 @@ Deno.test({
 
 Deno.test({
   name: "bridge lab-br0 walkthrough: keys outside ipam are ignored, and named on stderr",
-  ignore: ready,
+  ignore: cannotRun,
   fn: () =>
     withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
       const file = new URL("../examples/lab-br0.conf", import.meta.url);
@@ -833,5 +833,27 @@ Deno.test({
       assertSuccess(await bridge("CHECK", host, at, withPrev(conf, add)));
       assertSuccess(await bridge("DEL", host, at, conf));
       await assertNothingLeft(host, [ctr], dataDir);
+    }),
+});
+
+Deno.test({
+  name:
+    "bridge DEL with an empty CNI_NETNS while the namespace lives removes the pair via prevResult",
+  ignore: cannotRun,
+  fn: () =>
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const br = bridgeName();
+      const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
+        isGateway: true,
+        ipMasq: true,
+      });
+      const add = assertSuccess(await bridge("ADD", host, { netns: ctr.path }, conf));
+      assertEquals((await veths(host)).length, 1);
+      assertSuccess(await bridge("DEL", host, { netns: "" }, withPrev(conf, add)));
+      assertEquals(await veths(host), []);
+      assertEquals((await links(ctr)).filter((l) => l.ifname !== "lo"), []);
+      assertEquals(await masqRules(host), []);
+      assertEquals(await leases(dataDir), []);
+      assert((await link(host, br)) !== undefined, "the bridge stays");
     }),
 });

@@ -344,3 +344,20 @@ Deno.test({
       assertEquals(await leases(dataDir), []);
     }),
 });
+
+Deno.test({
+  name: "ptp DEL with an empty CNI_NETNS while the namespace lives removes the pair via prevResult",
+  ignore: !canNetns || !haveReference,
+  fn: () =>
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const conf = ptpConf("1.0.0", "v4", dataDir, { ipMasq: true });
+      const add = assertSuccess(await ptp("ADD", host, { netns: ctr.path }, conf));
+      assertEquals((await veths(host)).length, 1);
+      assertSuccess(await ptp("DEL", host, { netns: "" }, withPrev(conf, add)));
+      assertEquals(await veths(host), []);
+      assertEquals(await routes(host), []);
+      assertEquals((await links(ctr)).filter((l) => l.ifname !== "lo"), []);
+      assertEquals(await masqRules(host), []);
+      assertEquals(await leases(dataDir), []);
+    }),
+});
