@@ -54,14 +54,13 @@ async function main(): Promise<number> {
       console.log(`cnikit ${CNIKIT_VERSION} (deno ${Deno.version.deno})`);
       return 0;
     }
-    if (
-      first === undefined || first === "--help" || first === "-h" || !APPLET_NAMES.includes(first)
-    ) {
-      const unknown = first !== undefined && !first.startsWith("-");
-      (unknown ? console.error : console.log)(
-        (unknown ? `cnikit: unknown applet "${first}"\n\n` : "") + usage(),
-      );
-      return unknown || first === undefined ? 1 : 0;
+    if (first === "--help" || first === "-h") {
+      console.log(usage());
+      return 0;
+    }
+    if (first === undefined || !APPLET_NAMES.includes(first)) {
+      console.error((first === undefined ? "" : `cnikit: unknown applet "${first}"\n\n`) + usage());
+      return 1;
     }
     [name, args] = [first, rest];
   }

@@ -27,9 +27,12 @@ Deno.test("cnikit --help, --list and --version describe the applets; an unknown 
     (await exec([`${DIST_BIN}/cnikit`, "--version"], {})).stdout,
     /^cnikit \d+\.\d+\.\d+/,
   );
-  const unknown = await exec([`${DIST_BIN}/cnikit`, "nosuchplugin"], {});
-  assertEquals(unknown.code, 1);
-  assertMatch(unknown.stderr, /unknown applet "nosuchplugin"/);
+  for (const bad of ["nosuchplugin", "--bogus"]) {
+    const unknown = await exec([`${DIST_BIN}/cnikit`, bad], {});
+    assertEquals(unknown.code, 1);
+    assertMatch(unknown.stderr, new RegExp(`unknown applet "${bad}"`));
+  }
+  assertEquals((await exec([`${DIST_BIN}/cnikit`], {})).code, 1);
 });
 
 for (const name of APPLETS.filter((n) => n !== "cnitool")) {
