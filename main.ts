@@ -5,7 +5,8 @@
  * @module
  */
 
-import { APPLET_NAMES, PLUGIN_LOADERS } from "./applets.ts";
+import { APPLET_NAMES, PLUGINS } from "./applets.ts";
+import { cnitoolMain } from "./cnitool/main.ts";
 import { registerInProcess } from "./lib/invoke.ts";
 import { baseName, filePathOf } from "./lib/paths.ts";
 import { CNIKIT_VERSION, pluginMain } from "./lib/skel.ts";
@@ -41,7 +42,7 @@ Applets:
 }
 
 async function main(): Promise<number> {
-  registerInProcess(executablePath(), PLUGIN_LOADERS);
+  registerInProcess(executablePath(), PLUGINS);
   let name = await invokedName();
   let args = Deno.args;
   if (!APPLET_NAMES.includes(name)) {
@@ -64,11 +65,9 @@ async function main(): Promise<number> {
     }
     [name, args] = [first, rest];
   }
-  if (name === "cnitool") {
-    const { cnitoolMain } = await import("./cnitool/main.ts");
-    return await cnitoolMain(args);
-  }
-  return await pluginMain(await PLUGIN_LOADERS[name]!());
+  if (name === "cnitool") return await cnitoolMain(args);
+  const plugin = PLUGINS.find((p) => p.name === name)!;
+  return await pluginMain(plugin);
 }
 
 Deno.exit(await main());

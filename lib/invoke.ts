@@ -14,20 +14,16 @@ import { type CmdArgs, type Command, type Plugin, runPlugin } from "./skel.ts";
 import { parseResult, toCurrentResult } from "./spec/convert.ts";
 import type { Result } from "./spec/schemas.ts";
 
-const inProcess = new Map<string, () => Promise<Plugin>>();
+const inProcess = new Map<string, Plugin>();
 let selfPath: string | undefined;
 
 /**
- * Registers the applets (by name, loaded on first use) that can run in this
- * process when a lookup finds a file that is this very executable under
- * another name.
+ * Registers the applets that can run in this process when a lookup finds a
+ * file that is this very executable under another name.
  */
-export function registerInProcess(
-  executable: string,
-  applets: Readonly<Record<string, () => Promise<Plugin>>>,
-): void {
+export function registerInProcess(executable: string, plugins: Iterable<Plugin>): void {
   selfPath = realPathOrUndefined(executable);
-  for (const [name, load] of Object.entries(applets)) inProcess.set(name, load);
+  for (const plugin of plugins) inProcess.set(plugin.name, plugin);
 }
 
 function realPathOrUndefined(path: string): string | undefined {
@@ -167,9 +163,8 @@ export async function execPlugin(
   stdin: Uint8Array,
   options: ExecOptions = {},
 ): Promise<string> {
-  const load = selfPath && inProcess.get(baseName(path));
-  if (load && realPathOrUndefined(path) === selfPath) {
-    const local = await load();
+  const local = selfPath && inProcess.get(baseName(path));
+  if (local && realPathOrUndefined(path) === selfPath) {
     const run = traced(
       `in-process ${local.name} ${env.CNI_COMMAND}`,
       () => runPlugin(local, { env, readStdin: () => Promise.resolve(stdin) }),

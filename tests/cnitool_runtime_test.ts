@@ -677,24 +677,18 @@ Deno.test("in-process applets and external plugins mix in one chain", () =>
     try {
       Deno.symlinkSync(self, `${fake.bin}/inproc`);
       const seen: CmdArgs[] = [];
-      registerInProcess(self, {
-        inproc: () =>
-          Promise.resolve({
-            name: "inproc",
-            add(args: CmdArgs): Promise<Result> {
-              seen.push(args);
-              const prev = args.prevResult!;
-              return Promise.resolve({
-                ...prev,
-                ips: [...prev.ips ?? [], { address: "10.9.9.9/32" }],
-              });
-            },
-            del(args: CmdArgs): Promise<void> {
-              seen.push(args);
-              return Promise.resolve();
-            },
-          }),
-      });
+      registerInProcess(self, [{
+        name: "inproc",
+        add(args: CmdArgs): Promise<Result> {
+          seen.push(args);
+          const prev = args.prevResult!;
+          return Promise.resolve({ ...prev, ips: [...prev.ips ?? [], { address: "10.9.9.9/32" }] });
+        },
+        del(args: CmdArgs): Promise<void> {
+          seen.push(args);
+          return Promise.resolve();
+        },
+      }]);
       fake.respond("a", "ADD", { stdout: resultWith("1.0.0", "10.0.0.1/24") });
       fake.respond("c", "ADD", { stdout: resultWith("1.0.0", "10.0.0.3/24") });
       const list = listOf({
@@ -725,17 +719,14 @@ Deno.test("in-process applets: the deadline applies too", () =>
     const gate = new Promise<void>((resolve) => release = resolve);
     try {
       Deno.symlinkSync(self, `${fake.bin}/slowproc`);
-      registerInProcess(self, {
-        slowproc: () =>
-          Promise.resolve({
-            name: "slowproc",
-            async add(): Promise<Result> {
-              await gate;
-              return { cniVersion: "1.0.0" };
-            },
-            del: () => Promise.resolve(),
-          }),
-      });
+      registerInProcess(self, [{
+        name: "slowproc",
+        async add(): Promise<Result> {
+          await gate;
+          return { cniVersion: "1.0.0" };
+        },
+        del: () => Promise.resolve(),
+      }]);
       const list = listOf({ cniVersion: "1.0.0", name: "slow", plugins: [{ type: "slowproc" }] });
       const err = await assertRejects(() => runtime.addNetworkList(list, rtOf()));
       assertMatch(err.message, /netplugin failed with no error message: context deadline exceeded/);
