@@ -8,6 +8,7 @@
 
 import * as z from "zod/mini";
 import { parseCniArgs } from "../lib/cni_args.ts";
+import { parseConf } from "../lib/config.ts";
 import { CniError, ErrorCode, invalidConfig } from "../lib/errors.ts";
 import {
   AddressList,
@@ -17,7 +18,6 @@ import {
   goStruct,
   IpamDns,
   IpamRoute,
-  parseConfig,
   parseGoIP,
   toDns,
   toRoutes,
@@ -85,7 +85,7 @@ function fromCniArgs(raw: string): StaticAddress[] {
 }
 
 function loadStaticConfig(args: CmdArgs): StaticConfig {
-  const net = parseConfig(StaticNet, args.config, "IPAM config");
+  const net = parseConf(StaticNet, args.config, "IPAM config");
   const ipam = net.ipam;
   if (!ipam) throw invalidConfig("IPAM config missing 'ipam' key");
   const routes = toRoutes(ipam.routes, "ipam.routes");

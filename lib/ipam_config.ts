@@ -63,33 +63,6 @@ export function goList<T extends z.core.SomeType>(item: T) {
   return z.optional(z.nullable(z.array(item)));
 }
 
-type Issue = { path: readonly PropertyKey[]; code: string; expected?: string; message: string };
-
-/** A zod failure as one line, with the expected type where that is the problem. */
-function describeConfigIssues(error: { issues: readonly Issue[] }): string {
-  return error.issues.map((issue) => {
-    const where = issue.path.map(String).join(".") || "(root)";
-    const what = issue.code === "invalid_type" && issue.expected
-      ? `expected ${issue.expected}`
-      : issue.message;
-    return `${where}: ${what}`;
-  }).join("; ");
-}
-
-/** Parses `value` with `schema` or throws an invalid-config error (code 7). */
-export function parseConfig<T>(
-  schema: z.ZodMiniType<T>,
-  value: unknown,
-  what: string,
-): T {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  throw new CniError(
-    ErrorCode.invalidNetworkConfig,
-    `failed to load ${what}: ${describeConfigIssues(parsed.error)}`,
-  );
-}
-
 /** IPv4-mapped IPv6 (`::ffff:a.b.c.d`) as IPv4, the way Go's `To4` reads it. */
 export function canonicalIP(ip: IP): IP {
   if (ip.family === 6 && ip.value >> 32n === 0xffffn) {

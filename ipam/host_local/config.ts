@@ -7,6 +7,7 @@
 
 import * as z from "zod/mini";
 import { parseCniArgs } from "../../lib/cni_args.ts";
+import { parseConf } from "../../lib/config.ts";
 import { CniError, ErrorCode, invalidConfig } from "../../lib/errors.ts";
 import {
   AddressList,
@@ -15,7 +16,6 @@ import {
   goList,
   goStruct,
   IpamRoute,
-  parseConfig,
   parseGoIP,
   parseRequestedIP,
   toRoutes,
@@ -257,7 +257,7 @@ export function loadHostLocalConfig(
   config: Record<string, unknown>,
   cniArgs: string,
 ): HostLocalConfig {
-  const net = parseConfig(HostLocalNet, config, "IPAM config");
+  const net = parseConf(HostLocalNet, config, "IPAM config");
   const ipam = net.ipam;
   const runtimeRanges = decodeRangeSets(net.runtimeConfig?.ipRanges);
   const fromArgs = decodeRequested(net.args?.cni?.ips);

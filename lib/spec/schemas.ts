@@ -125,11 +125,24 @@ export type PluginConf = z.infer<typeof PluginConf>;
 export const GCAttachment = z.object({ containerID: z.string(), ifname: z.string() });
 export type GCAttachment = z.infer<typeof GCAttachment>;
 
-/** A zod failure as one line: `ips.0.address: invalid CIDR address`. */
-export function describeIssues(
-  error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] },
-): string {
-  return error.issues.map((i) => `${i.path.map(String).join(".") || "(root)"}: ${i.message}`).join(
-    "; ",
-  );
+/** A zod issue, as much of it as {@link describeIssues} reads. */
+export interface Issue {
+  path: readonly PropertyKey[];
+  code?: string;
+  expected?: string;
+  message: string;
+}
+
+/**
+ * A zod failure as one line, naming the expected type where that is the
+ * problem: `ips.0.address: invalid CIDR address; mtu: expected number`.
+ */
+export function describeIssues(error: { issues: readonly Issue[] }): string {
+  return error.issues.map((issue) => {
+    const where = issue.path.map(String).join(".") || "(root)";
+    const what = issue.code === "invalid_type" && issue.expected
+      ? `expected ${issue.expected}`
+      : issue.message;
+    return `${where}: ${what}`;
+  }).join("; ");
 }
