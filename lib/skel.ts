@@ -100,17 +100,23 @@ export function validateNetworkName(name: string): void {
   }
 }
 
-/** Validates an interface name against the kernel's rules (code 4). */
+/** Why `name` cannot be a Linux interface name (the kernel's rules), or undefined when it can. */
+export function ifNameProblem(name: string): string | undefined {
+  if (name.length === 0) return "interface name is empty";
+  if (new TextEncoder().encode(name).length > 15) return "interface name is too long";
+  if (name === "." || name === "..") return "interface name is . or ..";
+  if (/[/:\s]/.test(name)) return "interface name contains / or : or whitespace characters";
+  return undefined;
+}
+
+/** Validates CNI_IFNAME (code 4). */
 export function validateIfName(name: string): void {
-  const fail = (msg: string, details = "") => {
-    throw new CniError(ErrorCode.invalidEnvironment, msg, details);
-  };
-  if (name.length === 0) fail("interface name is empty");
-  if (new TextEncoder().encode(name).length > 15) {
-    fail("interface name is too long", "interface name should be less than 16 characters");
-  }
-  if (name === "." || name === "..") fail("interface name is . or ..");
-  if (/[/:\s]/.test(name)) fail("interface name contains / or : or whitespace characters");
+  const problem = ifNameProblem(name);
+  if (problem === undefined) return;
+  const details = problem.endsWith("too long")
+    ? "interface name should be less than 16 characters"
+    : "";
+  throw new CniError(ErrorCode.invalidEnvironment, problem, details);
 }
 
 type Requirement = Partial<Record<Command, boolean>>;

@@ -42,7 +42,7 @@ import {
 import { deleteLink, deleteVethPair, getLink, requireNetns, type VethEnd } from "../lib/link.ts";
 import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../lib/masq.ts";
 import { withRollback } from "../lib/rollback.ts";
-import type { CmdArgs, Plugin } from "../lib/skel.ts";
+import { type CmdArgs, ifNameProblem, type Plugin } from "../lib/skel.ts";
 import { Dns, IpamSection, type Result } from "../lib/spec/schemas.ts";
 import { setupSpoofCheck, spoofCheckId, teardownSpoofCheck } from "../lib/spoofcheck.ts";
 import { enableForwarding, trySysctls } from "../lib/sysctl.ts";
@@ -153,11 +153,6 @@ function invalid(msg: string): CniError {
   return new CniError(ErrorCode.invalidNetworkConfig, msg);
 }
 
-function validIfName(name: string): boolean {
-  return name.length > 0 && new TextEncoder().encode(name).length <= 15 && name !== "." &&
-    name !== ".." && !/[/:\s]/.test(name);
-}
-
 function loadConf(args: CmdArgs): Conf {
   const raw = parseConf(BridgeConf, args.config);
   const vlan = raw.vlan ?? 0;
@@ -166,7 +161,7 @@ function loadConf(args: CmdArgs): Conf {
   }
   const trunk = collectVlanTrunk(raw.vlanTrunk ?? []);
   const bridge = raw.bridge ?? DEFAULT_BRIDGE;
-  if (!validIfName(bridge)) throw invalid(`invalid bridge name ${JSON.stringify(bridge)}`);
+  if (ifNameProblem(bridge)) throw invalid(`invalid bridge name ${JSON.stringify(bridge)}`);
   let mac: Conf["mac"];
   const envMac = parseCniArgs(args.args, ["MAC"]).MAC;
   if (envMac) mac = { value: envMac, from: "CNI_ARGS" };
@@ -221,7 +216,7 @@ function validateForAdd(conf: Conf): { mac?: string } {
     throw invalid("cannot set hairpin mode and promiscuous mode at the same time");
   }
   parseBackend(conf.ipMasqBackend);
-  if (conf.isGateway && conf.vlan && conf.ipamType && !validIfName(vlanLinkName(conf))) {
+  if (conf.isGateway && conf.vlan && conf.ipamType && ifNameProblem(vlanLinkName(conf))) {
     throw invalid(`VLAN gateway interface name "${vlanLinkName(conf)}" is too long`);
   }
   if (!conf.mac) return {};
