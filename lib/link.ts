@@ -101,10 +101,12 @@ export async function createVeth(
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       // `ip -batch` names the failing line: past line 1 the pair exists.
-      if (!/Command failed -:1\b/.test(message)) await deleteLink(host.name).catch(() => {});
-      const exists = /File exists/.test(message);
-      if (exists && attempt < 2 && await linkExists(host.name)) continue;
-      if (exists) {
+      const pairMade = !/Command failed -:1\b/.test(message);
+      if (pairMade) await deleteLink(host.name).catch(() => {});
+      const nameTaken = !pairMade && /File exists/.test(message);
+      // A random host name can clash; the reference tries ten names.
+      if (nameTaken && attempt < 9 && await linkExists(host.name)) continue;
+      if (nameTaken) {
         throw new CniError(
           ErrorCode.internal,
           `container veth name "${container.name}" peer provided ("${host.name}") already exists`,
