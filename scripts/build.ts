@@ -1,11 +1,11 @@
 /**
  * Builds dist/bin/cnikit and one symlink per applet.
  *
- * Where Deno's `denort` runtime is at hand (DENO_DIR cache or DENORT_BIN) the
- * result is a real `deno compile` binary. Otherwise it is the minified bundle
- * behind a shebang that runs it with this machine's deno: the same multicall
- * behaviour, one file, no network or cache needed at run time.
- * dist/build-info.json says which one was built.
+ * Where Deno's `denort` runtime can be had (DENORT_BIN, Deno's cache, or a
+ * download on an online machine) the result is a real `deno compile` binary.
+ * Otherwise it is the minified bundle behind a shebang that runs it with this
+ * machine's deno: the same multicall behaviour, one file, no network or cache
+ * needed at run time. dist/build-info.json says which one was built.
  * @module
  */
 
@@ -22,7 +22,8 @@ function denoDir(): string {
   return Deno.env.get("DENO_DIR") ?? join(Deno.env.get("HOME") ?? "/root", ".cache", "deno");
 }
 
-function denortAvailable(): boolean {
+/** True when denort is here already; otherwise compiling has to download it. */
+function denortAtHand(): boolean {
   if (Deno.env.get("DENORT_BIN")) return true;
   const zip = join(denoDir(), "dl", "release", `v${Deno.version.deno}`, `denort-${target}.zip`);
   try {
@@ -33,8 +34,15 @@ function denortAvailable(): boolean {
 }
 
 async function deno(args: string[]): Promise<void> {
-  const { code } = await new Deno.Command(Deno.execPath(), { args, cwd: root }).output();
-  if (code !== 0) throw new Error(`deno ${args.join(" ")} failed with exit code ${code}`);
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: root,
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  if (code !== 0) {
+    throw new Error(`deno ${args[0]} failed: ${new TextDecoder().decode(stderr).trim()}`);
+  }
 }
 
 /**
@@ -44,8 +52,22 @@ async function deno(args: string[]): Promise<void> {
  */
 const V8_FLAGS = "--v8-flags=--jitless,--single-threaded";
 
-async function buildCompiled(out: string): Promise<void> {
-  await deno(["compile", "-A", "--quiet", V8_FLAGS, "--output", out, "main.ts"]);
+/**
+ * Compiles; returns false when denort could not be downloaded (an offline
+ * machine), so the launcher is built instead.
+ */
+async function buildCompiled(out: string): Promise<boolean> {
+  try {
+    await deno(["compile", "-A", "--quiet", V8_FLAGS, "--output", out, "main.ts"]);
+    return true;
+  } catch (e) {
+    if (denortAtHand()) throw e;
+    // The innermost of deno's numbered causes says why (e.g. no DNS).
+    const causes = (e as Error).message.split("\n").filter((l) => /^\s*\d+: [a-z]/i.test(l));
+    const why = causes.at(-1)?.replace(/^\s*\d+: /, "") ?? "unknown error";
+    console.error(`cnikit: deno compile cannot get denort here (${why}); building the launcher`);
+    return false;
+  }
 }
 
 async function buildLauncher(out: string, workDir: string): Promise<void> {
@@ -66,9 +88,8 @@ async function main(): Promise<void> {
   const staging = `${bin}.new-${Deno.pid}`;
   await Deno.mkdir(staging, { recursive: true });
   const out = join(staging, "cnikit");
-  const kind = denortAvailable() ? "compiled" : "launcher";
-  if (kind === "compiled") await buildCompiled(out);
-  else await buildLauncher(out, staging);
+  const kind = await buildCompiled(out) ? "compiled" : "launcher";
+  if (kind === "launcher") await buildLauncher(out, staging);
   for (const name of APPLET_NAMES) await Deno.symlink("cnikit", join(staging, name));
   const old = `${bin}.old-${Deno.pid}`;
   await Deno.rename(bin, old).catch(() => {});
