@@ -12,17 +12,6 @@ function inNetns<T>(netns: string | undefined, fn: () => T): T {
   return netns ? withNetnsSync(netns, fn) : fn();
 }
 
-/** Reads `key` (a path below /proc/sys, e.g. `net/ipv4/ip_forward`); undefined when absent. */
-export function readSysctl(key: string, netns?: string): string | undefined {
-  return inNetns(netns, () => {
-    try {
-      return Deno.readTextFileSync(`/proc/sys/${key}`).trim();
-    } catch {
-      return undefined;
-    }
-  });
-}
-
 /** Writes each `key → value` whose current value differs, in one netns entry. */
 export function ensureSysctls(values: Record<string, string>, netns?: string): void {
   inNetns(netns, () => {
