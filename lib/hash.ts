@@ -4,10 +4,15 @@
  * @module
  */
 
+/** Bytes as lower-case hex, two digits each, joined by `separator`. */
+export function toHex(bytes: ArrayLike<number>, separator = ""): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(separator);
+}
+
 /** Lower-case hex of SHA-512 of `text`. */
 export async function sha512Hex(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-512", new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return toHex(new Uint8Array(digest));
 }
 
 /** `prefix` + hex SHA-512 of `text`, cut to `length` characters. */
@@ -27,9 +32,5 @@ export function chainComment(network: string, containerId: string): string {
 
 /** Random bytes as lower-case hex. */
 export function randomHex(bytes: number): string {
-  return Array.from(
-    crypto.getRandomValues(new Uint8Array(bytes)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  return toHex(crypto.getRandomValues(new Uint8Array(bytes)));
 }

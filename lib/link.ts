@@ -7,7 +7,7 @@
  */
 
 import { CniError, ErrorCode } from "./errors.ts";
-import { randomHex } from "./hash.ts";
+import { randomHex, toHex } from "./hash.ts";
 import { ipBatch, type IpCommand, type LinkInfo } from "./ip.ts";
 import { run } from "./exec.ts";
 import { netnsExists } from "./netns.ts";
@@ -18,7 +18,21 @@ import { trySysctls } from "./sysctl.ts";
 export function randomMac(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(6));
   bytes[0] = (bytes[0]! & 0xfe) | 0x02;
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(":");
+  return toHex(bytes, ":");
+}
+
+/** `aa:bb:cc:dd:ee:ff` (also with `-`, or `aabb.ccdd.eeff`) as lower-case colon form, if unicast. */
+export function parseMac(text: string): string | null {
+  const groups = /^[0-9a-fA-F]{4}(\.[0-9a-fA-F]{4}){2}$/.test(text)
+    ? text.replaceAll(".", "").match(/../g)!
+    : /^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/.test(text) &&
+        new Set(text.match(/[:-]/g)).size === 1
+    ? text.split(/[:-]/)
+    : null;
+  if (!groups) return null;
+  const bytes = groups.map((g) => parseInt(g, 16));
+  if (bytes[0]! & 1 || bytes.every((b) => b === 0)) return null;
+  return toHex(bytes, ":");
 }
 
 /** One end of a veth pair. */

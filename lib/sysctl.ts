@@ -12,21 +12,34 @@ function inNetns<T>(netns: string | undefined, fn: () => T): T {
   return netns ? withNetnsSync(netns, fn) : fn();
 }
 
-/** Writes each `key → value` whose current value differs, in one netns entry. */
-export function ensureSysctls(values: Record<string, string>, netns?: string): void {
+/**
+ * Writes each `key → value` whose current value differs, in one netns entry;
+ * `onError` decides what a failed key means.
+ */
+function writeSysctls(
+  values: Record<string, string>,
+  netns: string | undefined,
+  onError: (key: string, value: string, error: Error) => void,
+): void {
   inNetns(netns, () => {
     for (const [key, value] of Object.entries(values)) {
       const path = `/proc/sys/${key}`;
       try {
-        if (Deno.readTextFileSync(path).trim() === value) continue;
-        Deno.writeTextFileSync(path, value);
+        if (Deno.readTextFileSync(path).trim() !== value) Deno.writeTextFileSync(path, value);
       } catch (e) {
-        throw new CniError(
-          ErrorCode.ioFailure,
-          `failed to set sysctl ${key}=${value}: ${(e as Error).message}`,
-        );
+        onError(key, value, e as Error);
       }
     }
+  });
+}
+
+/** Writes each `key → value` whose current value differs; a failure is an I/O error. */
+export function ensureSysctls(values: Record<string, string>, netns?: string): void {
+  writeSysctls(values, netns, (key, value, error) => {
+    throw new CniError(
+      ErrorCode.ioFailure,
+      `failed to set sysctl ${key}=${value}: ${error.message}`,
+    );
   });
 }
 
@@ -45,12 +58,5 @@ export function enableForwarding(families: Iterable<4 | 6>): void {
  * reference applies on a best-effort basis.
  */
 export function trySysctls(values: Record<string, string>, netns?: string): void {
-  inNetns(netns, () => {
-    for (const [key, value] of Object.entries(values)) {
-      const path = `/proc/sys/${key}`;
-      try {
-        if (Deno.readTextFileSync(path).trim() !== value) Deno.writeTextFileSync(path, value);
-      } catch { /* best effort */ }
-    }
-  });
+  writeSysctls(values, netns, () => {});
 }

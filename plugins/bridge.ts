@@ -39,7 +39,14 @@ import {
   parseCIDR,
   parseIP,
 } from "../lib/ipnet.ts";
-import { deleteLink, deleteVethPair, getLink, requireNetns, type VethEnd } from "../lib/link.ts";
+import {
+  deleteLink,
+  deleteVethPair,
+  getLink,
+  parseMac,
+  requireNetns,
+  type VethEnd,
+} from "../lib/link.ts";
 import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../lib/masq.ts";
 import { withRollback } from "../lib/rollback.ts";
 import { type CmdArgs, ifNameProblem, type Plugin } from "../lib/skel.ts";
@@ -191,20 +198,6 @@ function loadConf(args: CmdArgs): Conf {
     ipamType: raw.ipam?.type ?? "",
     dns: raw.dns ?? undefined,
   };
-}
-
-/** `aa:bb:cc:dd:ee:ff` (also with `-`, or `aabb.ccdd.eeff`) as lower-case colon form, if unicast. */
-function parseMac(text: string): string | null {
-  const groups = /^[0-9a-fA-F]{4}(\.[0-9a-fA-F]{4}){2}$/.test(text)
-    ? text.replaceAll(".", "").match(/../g)!
-    : /^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/.test(text) &&
-        new Set(text.match(/[:-]/g)).size === 1
-    ? text.split(/[:-]/)
-    : null;
-  if (!groups) return null;
-  const bytes = groups.map((g) => parseInt(g, 16));
-  if (bytes[0]! & 1 || bytes.every((b) => b === 0)) return null;
-  return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
 }
 
 /** The checks only ADD makes (DEL must clean up after any config). */
