@@ -3,12 +3,12 @@
  * @module
  */
 
-import type { Plugin } from "./lib/skel.ts";
+import type { Plugin } from "./lib/cni/skel.ts";
 import { hostLocal } from "./ipam/host_local/mod.ts";
-import { staticIpam } from "./ipam/static.ts";
-import { bridge } from "./plugins/bridge.ts";
-import { loopback } from "./plugins/loopback.ts";
-import { ptp } from "./plugins/ptp.ts";
+import { staticIpam } from "./ipam/static/mod.ts";
+import { bridge } from "./plugins/main/bridge/mod.ts";
+import { loopback } from "./plugins/main/loopback/mod.ts";
+import { ptp } from "./plugins/main/ptp/mod.ts";
 
 /** The plugins, in the order `cnikit --help` lists them. */
 export const PLUGINS: readonly Plugin[] = [loopback, ptp, bridge, hostLocal, staticIpam];

@@ -7,9 +7,9 @@
 
 import { APPLET_NAMES, PLUGINS } from "./applets.ts";
 import { cnitoolMain } from "./cnitool/main.ts";
-import { registerInProcess } from "./lib/invoke.ts";
-import { baseName, filePathOf } from "./lib/paths.ts";
-import { CNIKIT_VERSION, pluginMain } from "./lib/skel.ts";
+import { registerInProcess } from "./lib/cni/invoke.ts";
+import { baseName, filePathOf } from "./lib/cni/paths.ts";
+import { CNIKIT_VERSION, pluginMain } from "./lib/cni/skel.ts";
 
 /** The file this program runs as: the compiled binary, or the bundle launcher. */
 function executablePath(): string {

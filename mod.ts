@@ -21,15 +21,20 @@ export {
   type Plugin,
   pluginMain,
   runPlugin,
-} from "./lib/skel.ts";
-export { CniError, ErrorCode, toErrorObject } from "./lib/errors.ts";
-export { parseCniArgs } from "./lib/cni_args.ts";
-export { delegate, execPlugin, findPlugin } from "./lib/invoke.ts";
-export { convertResult, parseResult, resultToJSON, toCurrentResult } from "./lib/spec/convert.ts";
+} from "./lib/cni/skel.ts";
+export { CniError, ErrorCode, toErrorObject } from "./lib/cni/errors.ts";
+export { parseCniArgs } from "./lib/cni/args.ts";
+export { delegate, execPlugin, findPlugin } from "./lib/cni/invoke.ts";
+export {
+  convertResult,
+  parseResult,
+  resultToJSON,
+  toCurrentResult,
+} from "./lib/cni/spec/convert.ts";
 export {
   ALL_VERSIONS,
   compareVersions,
   CURRENT_VERSION,
   parseVersion,
-} from "./lib/spec/version.ts";
-export * from "./lib/spec/schemas.ts";
+} from "./lib/cni/spec/version.ts";
+export * from "./lib/cni/spec/schemas.ts";

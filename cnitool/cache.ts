@@ -8,10 +8,10 @@
  */
 
 import * as z from "zod/mini";
-import { convertResult, parseResult, resultToJSON } from "../lib/spec/convert.ts";
-import { type AnyResult, describeIssues } from "../lib/spec/schemas.ts";
+import { convertResult, parseResult, resultToJSON } from "../lib/cni/spec/convert.ts";
+import { type AnyResult, describeIssues } from "../lib/cni/spec/schemas.ts";
 import { dirName, errorText, joinPath, marshalStruct } from "./go.ts";
-import type { RuntimeConf } from "./runtime.ts";
+import type { RuntimeConf } from "./types.ts";
 
 /** libcni's default cache folder. */
 export const DEFAULT_CACHE_DIR = "/var/lib/cni";

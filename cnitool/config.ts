@@ -7,8 +7,8 @@
  */
 
 import * as z from "zod/mini";
-import { describeIssues } from "../lib/spec/schemas.ts";
-import { compareVersions, CURRENT_VERSION } from "../lib/spec/version.ts";
+import { describeIssues } from "../lib/cni/spec/schemas.ts";
+import { compareVersions, CURRENT_VERSION } from "../lib/cni/spec/version.ts";
 import { dirName, errorText, extName, goTypeName, joinPath, marshalMap } from "./go.ts";
 
 /** Default folder of network configurations (`NETCONFPATH`). */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { CniError } from "../lib/errors.ts";
+import { CniError } from "../lib/cni/errors.ts";
 
 const HTML_UNSAFE = /[<>&\u2028\u2029]/g;
 

@@ -6,15 +6,16 @@
  * @module
  */
 
-import { CniError } from "../lib/errors.ts";
-import { sha512Hex } from "../lib/hash.ts";
-import { CNIKIT_VERSION } from "../lib/skel.ts";
-import { ALL_VERSIONS } from "../lib/spec/version.ts";
+import { CniError } from "../lib/cni/errors.ts";
+import { sha512Hex } from "../lib/cni/hash.ts";
+import { CNIKIT_VERSION } from "../lib/cni/skel.ts";
+import { ALL_VERSIONS } from "../lib/cni/spec/version.ts";
 import { DEFAULT_CACHE_DIR } from "./cache.ts";
 import { DEFAULT_NETCONF_PATH, loadNetworkConf, type NetworkConfigList } from "./config.ts";
 import { absPath, errorText, marshalIndent } from "./go.ts";
-import { resultToJSON } from "../lib/spec/convert.ts";
-import { CniRuntime, type RuntimeConf } from "./runtime.ts";
+import { resultToJSON } from "../lib/cni/spec/convert.ts";
+import { CniRuntime } from "./runtime.ts";
+import type { RuntimeConf } from "./types.ts";
 
 /** A mistake in how cnitool was called: reported with a pointer to --help. */
 class UsageError extends Error {}

@@ -7,31 +7,16 @@
  * @module
  */
 
-import { CniError } from "../lib/errors.ts";
-import { cniEnvironment, type CniVars, execPlugin, findPlugin } from "../lib/invoke.ts";
-import { validateContainerId, validateIfName, validateNetworkName } from "../lib/skel.ts";
-import { parseResult, resultToJSON } from "../lib/spec/convert.ts";
-import type { AnyResult, GCAttachment } from "../lib/spec/schemas.ts";
-import { CURRENT_VERSION, normalizeVersion, versionAtLeast } from "../lib/spec/version.ts";
+import { CniError } from "../lib/cni/errors.ts";
+import { cniEnvironment, type CniVars, execPlugin, findPlugin } from "../lib/cni/invoke.ts";
+import { validateContainerId, validateIfName, validateNetworkName } from "../lib/cni/validate.ts";
+import { parseResult, resultToJSON } from "../lib/cni/spec/convert.ts";
+import type { AnyResult } from "../lib/cni/spec/schemas.ts";
+import { CURRENT_VERSION, normalizeVersion, versionAtLeast } from "../lib/cni/spec/version.ts";
 import { type NetworkAttachment, ResultCache } from "./cache.ts";
 import type { NetworkConfigList, PluginConfig } from "./config.ts";
 import { errorText, marshalMap } from "./go.ts";
-
-/** The arguments of one attachment (libcni's `RuntimeConf`). */
-export interface RuntimeConf {
-  containerId: string;
-  netns: string;
-  ifname: string;
-  /** CNI_ARGS as pairs. */
-  args?: [string, string][];
-  /** Capability arguments; each plugin gets those it enables as `runtimeConfig`. */
-  capabilityArgs?: Record<string, unknown>;
-}
-
-/** What GC keeps. `validAttachments` unset sends `null`. */
-export interface GCArgs {
-  validAttachments?: GCAttachment[] | null;
-}
+import type { GCArgs, RuntimeConf } from "./types.ts";
 
 /** How the runtime finds and runs plugins. */
 export interface RuntimeOptions {

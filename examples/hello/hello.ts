@@ -14,8 +14,8 @@
  * @module
  */
 
-import { type CmdArgs, type Plugin, pluginMain } from "../../lib/skel.ts";
-import type { Result } from "../../lib/spec/schemas.ts";
+import { type CmdArgs, type Plugin, pluginMain } from "../../lib/cni/skel.ts";
+import type { Result } from "../../lib/cni/spec/schemas.ts";
 
 function log(args: CmdArgs, note: string): void {
   console.error(

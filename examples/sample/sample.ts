@@ -14,10 +14,10 @@
  */
 
 import * as z from "zod/mini";
-import { CniError, ErrorCode, invalidConfig } from "../../lib/errors.ts";
-import { delegate } from "../../lib/invoke.ts";
-import { type CmdArgs, type Plugin, pluginMain } from "../../lib/skel.ts";
-import { describeIssues, type Result } from "../../lib/spec/schemas.ts";
+import { CniError, ErrorCode, invalidConfig } from "../../lib/cni/errors.ts";
+import { delegate } from "../../lib/cni/invoke.ts";
+import { type CmdArgs, type Plugin, pluginMain } from "../../lib/cni/skel.ts";
+import { describeIssues, type Result } from "../../lib/cni/spec/schemas.ts";
 
 /** The plugin's own configuration keys; the common ones are the skel's business. */
 const SampleConf = z.looseObject({

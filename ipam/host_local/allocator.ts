@@ -6,9 +6,9 @@
  * @module
  */
 
-import { CniError, ErrorCode, invalidConfig } from "../../lib/errors.ts";
-import { addToIP, formatIP, type IP, ipEquals } from "../../lib/ipnet.ts";
-import type { IPConfig } from "../../lib/spec/schemas.ts";
+import { CniError, ErrorCode, invalidConfig } from "../../lib/cni/errors.ts";
+import { addToIP, formatIP, type IP, ipEquals } from "../../lib/cni/ipnet.ts";
+import type { IPConfig } from "../../lib/cni/spec/schemas.ts";
 import { type Range, rangeContains, rangeFor, type RangeSet, rangeSetString } from "./config.ts";
 import { leasesOf, type Store } from "./store.ts";
 

@@ -6,23 +6,14 @@
  */
 
 import * as z from "zod/mini";
-import { parseCniArgs } from "../../lib/cni_args.ts";
-import { parseConf } from "../../lib/config.ts";
-import { CniError, ErrorCode, invalidConfig } from "../../lib/errors.ts";
-import {
-  AddressList,
-  canonicalIP,
-  checkAddressesPerFamily,
-  goList,
-  goStruct,
-  IpamRoute,
-  parseGoIP,
-  parseRequestedIP,
-  toRoutes,
-} from "../../lib/ipam_config.ts";
+import { parseCniArgs } from "../../lib/cni/args.ts";
+import { goList, goStruct, parseConf } from "../../lib/cni/conf.ts";
+import { CniError, ErrorCode, invalidConfig } from "../../lib/cni/errors.ts";
+import { AddressList, checkAddressesPerFamily, IpamRoute, toRoutes } from "../config.ts";
 import {
   addToIP,
   bitsOf,
+  canonicalIP,
   compareIP,
   contains,
   formatCIDR,
@@ -32,8 +23,10 @@ import {
   lastAddress,
   networkOf,
   parseCIDR,
-} from "../../lib/ipnet.ts";
-import type { Dns, Route } from "../../lib/spec/schemas.ts";
+  parseGoIP,
+  parseRequestedIP,
+} from "../../lib/cni/ipnet.ts";
+import type { Dns, Route } from "../../lib/cni/spec/schemas.ts";
 
 /** Where leases live when `dataDir` is not set. */
 const DEFAULT_DATA_DIR = "/var/lib/cni/networks";

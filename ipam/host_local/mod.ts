@@ -7,10 +7,10 @@
  * @module
  */
 
-import { CniError, ErrorCode } from "../../lib/errors.ts";
-import { formatIP, type IP, ipEquals } from "../../lib/ipnet.ts";
-import type { CmdArgs, Plugin } from "../../lib/skel.ts";
-import type { Result } from "../../lib/spec/schemas.ts";
+import { CniError, ErrorCode } from "../../lib/cni/errors.ts";
+import { formatIP, type IP, ipEquals } from "../../lib/cni/ipnet.ts";
+import type { CmdArgs, Plugin } from "../../lib/cni/skel.ts";
+import type { Result } from "../../lib/cni/spec/schemas.ts";
 import { Allocator } from "./allocator.ts";
 import { type HostLocalConfig, loadHostLocalConfig, parseResolvConf, rangeFor } from "./config.ts";
 import { ioError, leaseKey, Store, storeDir } from "./store.ts";

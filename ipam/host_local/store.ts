@@ -8,10 +8,9 @@
  * @module
  */
 
-import { CniError, ErrorCode } from "../../lib/errors.ts";
-import { parseGoIP } from "../../lib/ipam_config.ts";
-import { formatIP, type IP } from "../../lib/ipnet.ts";
-import { FileLock } from "../../lib/lock.ts";
+import { CniError, ErrorCode } from "../../lib/cni/errors.ts";
+import { formatIP, type IP, parseGoIP } from "../../lib/cni/ipnet.ts";
+import { FileLock } from "./lock.ts";
 
 /** Separates the container ID from the interface name in a lease file. */
 const LINE_BREAK = "\r\n";

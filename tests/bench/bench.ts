@@ -11,7 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { withNetnsSync } from "../../lib/netns.ts";
+import { withNetnsSync } from "../../lib/net/netns.ts";
 import { TestNetns } from "../helpers/netns.ts";
 
 const DIST = new URL("../../dist/bin", import.meta.url).pathname;

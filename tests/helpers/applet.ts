@@ -5,8 +5,8 @@
  * @module
  */
 
-import { parseResult, toCurrentResult } from "../../lib/spec/convert.ts";
-import type { Result } from "../../lib/spec/schemas.ts";
+import { parseResult, toCurrentResult } from "../../lib/cni/spec/convert.ts";
+import type { Result } from "../../lib/cni/spec/schemas.ts";
 import { assertEquals } from "./assert.ts";
 import { type ProcessOutput, spawnOutput, type TestNetns } from "./netns.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Result } from "../../lib/spec/schemas.ts";
+import type { Result } from "../../lib/cni/spec/schemas.ts";
 import { type HostRunner, hostRunner } from "./applet.ts";
 import { leases } from "./ipam.ts";
 import { addresses, type LinkJ, links, masqRules, veths } from "./kernel.ts";

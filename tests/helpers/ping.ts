@@ -6,8 +6,8 @@
  * @module
  */
 
-import { parseIP } from "../../lib/ipnet.ts";
-import { closeLibc, withNetnsSync } from "../../lib/netns.ts";
+import { parseIP } from "../../lib/cni/ipnet.ts";
+import { closeLibc, withNetnsSync } from "../../lib/net/netns.ts";
 import type { TestNetns } from "./netns.ts";
 
 const SYMBOLS = {

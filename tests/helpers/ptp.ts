@@ -5,8 +5,8 @@
  * @module
  */
 
-import { formatCIDR, formatIP, lastAddress, networkOf, parseCIDR } from "../../lib/ipnet.ts";
-import type { Result } from "../../lib/spec/schemas.ts";
+import { formatCIDR, formatIP, lastAddress, networkOf, parseCIDR } from "../../lib/cni/ipnet.ts";
+import type { Result } from "../../lib/cni/spec/schemas.ts";
 import { type HostRunner, hostRunner } from "./applet.ts";
 import { defaultRoutes, type Families, hostLocal } from "./ipam.ts";
 import { addresses, type LinkJ, links, routes, veths } from "./kernel.ts";

@@ -1,0 +1,88 @@
+/**
+ * The one way cnikit runs a program: an argument array (never a shell),
+ * optional stdin, optionally inside a network namespace, with failures turned
+ * into CNI errors that carry the command line and its stderr.
+ * @module
+ */
+
+import { CniError, ErrorCode } from "../cni/errors.ts";
+import { withNetnsSync } from "./netns.ts";
+import { traced } from "../cni/trace.ts";
+
+/** What a finished command left behind. */
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options for {@link run}. */
+export interface RunOptions {
+  /** Written to the child's stdin, then closed. */
+  stdin?: string;
+  /** Run the child inside this netns (a path such as /run/netns/x). */
+  netns?: string;
+  /** Return a non-zero exit instead of throwing. */
+  allowFailure?: boolean;
+}
+
+const SEARCH_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+const resolved = new Map<string, string>();
+
+/**
+ * The absolute path of a tool. Runtimes may exec plugins with no PATH at all,
+ * so the usual system directories are searched after PATH.
+ */
+export function toolPath(name: string): string {
+  const cached = resolved.get(name);
+  if (cached) return cached;
+  const dirs = [...(Deno.env.get("PATH") ?? "").split(":").filter(Boolean), ...SEARCH_DIRS];
+  for (const dir of dirs) {
+    const candidate = `${dir}/${name}`;
+    try {
+      if (Deno.statSync(candidate).isFile) {
+        resolved.set(name, candidate);
+        return candidate;
+      }
+    } catch { /* not here */ }
+  }
+  throw new CniError(ErrorCode.internal, `cannot find "${name}" in PATH or the system directories`);
+}
+
+/** Runs `cmd args…` and waits for it. Throws a CniError (code 5) on failure unless `allowFailure`. */
+export async function run(
+  cmd: string,
+  args: string[],
+  options: RunOptions = {},
+): Promise<ExecResult> {
+  const command = new Deno.Command(toolPath(cmd), {
+    args,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  // The child inherits the namespace of the thread that forks it, so only
+  // the spawn itself has to happen inside; waiting happens back home.
+  const child = options.netns
+    ? withNetnsSync(options.netns, () => command.spawn())
+    : command.spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const output = await traced(`${cmd} ${args.join(" ")}`, () => child.output());
+  const result = {
+    code: output.code,
+    stdout: new TextDecoder().decode(output.stdout),
+    stderr: new TextDecoder().decode(output.stderr),
+  };
+  if (result.code !== 0 && !options.allowFailure) {
+    throw new CniError(
+      ErrorCode.ioFailure,
+      `${cmd} failed: ${result.stderr.trim() || `exit status ${result.code}`}`,
+      [cmd, ...args].join(" ") + (options.stdin ? `\n${options.stdin}` : ""),
+    );
+  }
+  return result;
+}

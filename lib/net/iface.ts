@@ -1,0 +1,137 @@
+/**
+ * Configuring the container side of an attachment from a result, as the
+ * reference's ConfigureIface does: addresses on the interface the result's
+ * IPs point at, the link up, DAD settled for IPv6, then the routes (without
+ * a gateway they take the first gateway of their family).
+ * @module
+ */
+
+import { CniError, ErrorCode } from "../cni/errors.ts";
+import { ipBatch, type IpCommand } from "./ip.ts";
+import { formatIP, parseCIDR, parseIP } from "../cni/ipnet.ts";
+import { withNetnsSync } from "./netns.ts";
+import type { Result, Route } from "../cni/spec/schemas.ts";
+import { ensureSysctls } from "./sysctl.ts";
+
+const IFA_F_DADFAILED = 0x08;
+const IFA_F_TENTATIVE = 0x40;
+
+/** The result's IPs that belong to interface `ifname` (by their index). */
+export function ipsOf(result: Result, ifname: string): NonNullable<Result["ips"]> {
+  return (result.ips ?? []).filter((ip) => {
+    if (ip.interface === undefined) return false;
+    if (result.interfaces?.[ip.interface]?.name !== ifname) {
+      throw new CniError(
+        ErrorCode.internal,
+        `failed to add IP addr ${ip.address} to "${ifname}": invalid interface index`,
+      );
+    }
+    return true;
+  });
+}
+
+/**
+ * The `ip addr add` arguments for `cidr` on `dev`. IPv4 gets the broadcast
+ * address computed, as netlink's AddrAdd does for the reference.
+ */
+export function addrCommand(cidr: string, dev: string): IpCommand {
+  const net = parseCIDR(cidr);
+  const broadcast = net?.ip.family === 4 && net.prefix < 31 ? ["broadcast", "+"] : [];
+  return ["addr", "add", cidr, ...broadcast, "dev", dev];
+}
+
+/**
+ * The `ip route` arguments for a result route on `dev`. `append`, because a
+ * second attachment may route the same prefix (the reference adds an ECMP
+ * next hop there).
+ */
+export function routeCommand(route: Route, dev: string, gw?: string): IpCommand {
+  const via = route.gw ?? gw;
+  return [
+    "route",
+    "append",
+    route.dst,
+    ...(via ? ["via", via] : []),
+    "dev",
+    dev,
+    ...(route.priority !== undefined ? ["metric", String(route.priority)] : []),
+    ...(route.table !== undefined ? ["table", String(route.table)] : []),
+    ...(route.scope !== undefined ? ["scope", String(route.scope)] : []),
+    ...(route.mtu !== undefined ? ["mtu", String(route.mtu)] : []),
+    ...(route.advmss !== undefined ? ["advmss", String(route.advmss)] : []),
+  ];
+}
+
+/**
+ * Waits until no address of `ifname` is tentative (IPv6 DAD), reading
+ * if_inet6 inside the netns: no process per poll. thread-self, because
+ * /proc/self/net follows the main thread's netns, not this thread's.
+ */
+export async function settleAddresses(
+  netns: string,
+  ifname: string,
+  timeoutMs = 5000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const flags = withNetnsSync(
+      netns,
+      () => Deno.readTextFileSync("/proc/thread-self/net/if_inet6"),
+    )
+      .split("\n").map((line) => line.trim().split(/\s+/)).filter((f) => f[5] === ifname)
+      .map((f) => parseInt(f[4]!, 16));
+    if (flags.some((f) => f & IFA_F_DADFAILED)) {
+      throw new CniError(
+        ErrorCode.internal,
+        `failed to settle addresses for "${ifname}": DAD failed`,
+      );
+    }
+    if (!flags.some((f) => f & IFA_F_TENTATIVE)) return;
+    if (Date.now() > deadline) {
+      throw new CniError(
+        ErrorCode.internal,
+        `failed to settle addresses for "${ifname}": still tentative`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Configures `ifname` in `netns` from `result`; `extra` commands run after
+ * the routes in the same batch (ptp rewrites the subnet routes there).
+ */
+export async function configureInterface(
+  netns: string,
+  ifname: string,
+  result: Result,
+  extra: IpCommand[] = [],
+): Promise<void> {
+  const ips = ipsOf(result, ifname);
+  const gateways: Partial<Record<4 | 6, string>> = {};
+  const hasV6 = ips.some((ip) => parseCIDR(ip.address)?.ip.family === 6);
+  if (hasV6) {
+    ensureSysctls({
+      "net/ipv6/conf/lo/disable_ipv6": "0",
+      [`net/ipv6/conf/${ifname}/disable_ipv6`]: "0",
+      [`net/ipv6/conf/${ifname}/keep_addr_on_down`]: "1",
+    }, netns);
+  }
+  const addrCommands: IpCommand[] = ips.map((ip) => addrCommand(ip.address, ifname));
+  for (const ip of ips) {
+    const gw = ip.gateway ? parseIP(ip.gateway) : null;
+    if (gw && !gateways[gw.family]) gateways[gw.family] = formatIP(gw);
+  }
+  const routeCommands = (result.routes ?? []).map((route) =>
+    routeCommand(route, ifname, gateways[parseCIDR(route.dst)!.ip.family])
+  );
+  const up: IpCommand = ["link", "set", ifname, "up"];
+  if (gateways[6]) {
+    // Routes with an IPv6 source must wait for DAD on that address.
+    await ipBatch([...addrCommands, up], { netns });
+    await settleAddresses(netns, ifname);
+    await ipBatch([...routeCommands, ...extra], { netns });
+  } else {
+    await ipBatch([...addrCommands, up, ...routeCommands, ...extra], { netns });
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * The `ip` tool (iproute2): many commands in one `ip -batch -` process,
+ * optionally inside a netns, with JSON output of the `show` commands parsed.
+ * One spawn for a whole step is what keeps a plugin call fast.
+ * @module
+ */
+
+import { CniError, ErrorCode } from "../cni/errors.ts";
+import { run } from "./exec.ts";
+
+/** One `ip` command as an argument array, e.g. `["link", "set", "lo", "up"]`. */
+export type IpCommand = string[];
+
+/** Options for {@link ipBatch}. */
+export interface IpOptions {
+  /** Run inside this netns. */
+  netns?: string;
+  /** Keep going after a failing command (`ip -force`). */
+  force?: boolean;
+  /** Global flags for every command, e.g. `["-d"]` or `["-6"]`. */
+  flags?: string[];
+}
+
+function quote(arg: string): string {
+  return /^[^\s"'\\]+$/.test(arg) ? arg : `"${arg.replace(/["\\]/g, "\\$&")}"`;
+}
+
+/**
+ * Runs `commands` in one `ip -json -batch -` and returns the parsed output
+ * of each command that printed JSON, in order.
+ */
+export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): Promise<unknown[]> {
+  if (commands.length === 0) return [];
+  const flags = [
+    "-json",
+    ...(options.flags ?? []),
+    ...(options.force ? ["-force"] : []),
+    "-batch",
+    "-",
+  ];
+  const stdin = commands.map((c) => c.map(quote).join(" ")).join("\n") + "\n";
+  const { code, stdout, stderr } = await run("ip", flags, {
+    stdin,
+    allowFailure: true,
+    ...(options.netns ? { netns: options.netns } : {}),
+  });
+  const outputs = stdout.split("\n").filter((line) => line.startsWith("[") || line.startsWith("{"))
+    .map((line) => JSON.parse(line));
+  if (code !== 0) {
+    const failed = stderr.match(/Command failed -:(\d+)/);
+    throw new IpBatchError(
+      `ip failed: ${stderr.trim() || `exit status ${code}`}`,
+      `ip ${flags.join(" ")}\n${stdin}`,
+      failed ? Number(failed[1]) : undefined,
+      outputs,
+    );
+  }
+  return outputs;
+}
+
+/**
+ * A failed {@link ipBatch}: a code-5 CniError that also says which command
+ * failed, so a caller can tell an expected failure (a link that already
+ * exists) from a real one, and keeps the output of the commands before it.
+ */
+export class IpBatchError extends CniError {
+  /** The 1-based index of the first failing command, when `ip` named it. */
+  readonly line: number | undefined;
+  /** The parsed JSON output of the `show` commands that ran before it. */
+  readonly outputs: unknown[];
+
+  constructor(msg: string, details: string, line: number | undefined, outputs: unknown[]) {
+    super(ErrorCode.ioFailure, msg, details);
+    this.line = line;
+    this.outputs = outputs;
+  }
+}
+
+/** An address as `ip -j addr` reports it. */
+export interface AddrInfo {
+  family: "inet" | "inet6";
+  local: string;
+  prefixlen: number;
+  scope: string;
+}
+
+/** A link as `ip -j addr show` / `ip -j link show` reports it. */
+export interface LinkInfo {
+  ifindex: number;
+  ifname: string;
+  flags: string[];
+  mtu: number;
+  operstate?: string;
+  address?: string;
+  master?: string;
+  link_type?: string;
+  addr_info?: AddrInfo[];
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
+}

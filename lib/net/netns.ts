@@ -1,0 +1,97 @@
+/**
+ * Entering network namespaces with setns(2) through libc FFI.
+ *
+ * A netns belongs to a thread. Only synchronous work on the JS thread sees the
+ * namespace entered here: spawning a child (the fork happens at `spawn()`),
+ * `*Sync` file operations and sync FFI. Async fs ops run on other threads and
+ * would see (or, worse, pin) the wrong namespace, so {@link withNetnsSync}
+ * refuses callbacks that return a promise.
+ * @module
+ */
+
+import { CniError, ErrorCode } from "../cni/errors.ts";
+
+const CLONE_NEWNET = 0x40000000;
+const O_RDONLY_CLOEXEC = 0o2000000;
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  setns: { parameters: ["i32", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+let libc: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+function lib(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  libc ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return libc.symbols;
+}
+
+function errno(): number {
+  const p = lib().__errno_location();
+  return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
+}
+
+/** Unloads libc; tests call this so the resource sanitizer stays quiet. */
+export function closeLibc(): void {
+  libc?.close();
+  libc = undefined;
+}
+
+function openNs(path: string): number {
+  const fd = lib().open(new TextEncoder().encode(path + "\0"), O_RDONLY_CLOEXEC);
+  if (fd < 0) {
+    const err = errno();
+    const missing = err === 2;
+    throw new CniError(
+      missing ? ErrorCode.unknownContainer : ErrorCode.ioFailure,
+      `failed to open netns "${path}": ${missing ? "no such file or directory" : `errno ${err}`}`,
+    );
+  }
+  return fd;
+}
+
+/** True when `path` names an existing file (the netns may still be gone). */
+export function netnsExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs `fn` with the JS thread inside the netns at `path`, then returns to
+ * the namespace it came from. `fn` must be synchronous.
+ * Requires CAP_SYS_ADMIN.
+ */
+export function withNetnsSync<T>(path: string, fn: () => T): T {
+  const symbols = lib();
+  const target = openNs(path);
+  let home = -1;
+  try {
+    home = openNs("/proc/thread-self/ns/net");
+    if (symbols.setns(target, CLONE_NEWNET) !== 0) {
+      throw new CniError(ErrorCode.ioFailure, `failed to enter netns "${path}": errno ${errno()}`);
+    }
+    try {
+      const value = fn();
+      if (value instanceof Promise) {
+        throw new TypeError("withNetnsSync() callback must not be async");
+      }
+      return value;
+    } finally {
+      if (symbols.setns(home, CLONE_NEWNET) !== 0) {
+        // A thread left in the container's namespace would configure the wrong
+        // host from here on; a plugin is short-lived, so stop now.
+        console.error(`cnikit: cannot return to the host netns (errno ${errno()})`);
+        Deno.exit(1);
+      }
+    }
+  } finally {
+    symbols.close(target);
+    if (home >= 0) symbols.close(home);
+  }
+}
