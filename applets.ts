@@ -1,17 +1,39 @@
 /**
- * Every plugin cnikit can act as, by the name a runtime looks up in CNI_PATH.
+ * Every applet cnikit can act as, by the name a runtime looks up in CNI_PATH
+ * or a user types after `cnikit`. Each applet's code is loaded only when that
+ * applet runs, so a plugin call never pays for the others' start-up.
  * @module
  */
 
-import type { Plugin } from "./lib/cni/skel.ts";
-import { hostLocal } from "./ipam/host_local/mod.ts";
-import { staticIpam } from "./ipam/static/mod.ts";
-import { bridge } from "./plugins/main/bridge/mod.ts";
-import { loopback } from "./plugins/main/loopback/mod.ts";
-import { ptp } from "./plugins/main/ptp/mod.ts";
+import type { PluginLoader } from "./lib/cni/invoke.ts";
+
+/** A tool with its own command line (cnitool, daemons, installers). */
+export interface Tool {
+  readonly name: string;
+  run(args: string[]): Promise<number>;
+}
+
+/**
+ * A CNI plugin; `commands` are the words that make its executable act as a
+ * tool instead (`dhcp daemon`), as the reference's binaries do.
+ */
+export interface PluginApplet extends PluginLoader {
+  readonly commands?: Readonly<Record<string, (args: string[]) => Promise<number>>>;
+}
 
 /** The plugins, in the order `cnikit --help` lists them. */
-export const PLUGINS: readonly Plugin[] = [loopback, ptp, bridge, hostLocal, staticIpam];
+export const PLUGINS: readonly PluginApplet[] = [
+  { name: "loopback", load: async () => (await import("./plugins/main/loopback/mod.ts")).loopback },
+  { name: "ptp", load: async () => (await import("./plugins/main/ptp/mod.ts")).ptp },
+  { name: "bridge", load: async () => (await import("./plugins/main/bridge/mod.ts")).bridge },
+  { name: "host-local", load: async () => (await import("./ipam/host_local/mod.ts")).hostLocal },
+  { name: "static", load: async () => (await import("./ipam/static/mod.ts")).staticIpam },
+];
 
-/** Every applet name: the plugins plus `cnitool`. */
-export const APPLET_NAMES: readonly string[] = [...PLUGINS.map((p) => p.name), "cnitool"];
+/** The tools. */
+export const TOOLS: readonly Tool[] = [
+  { name: "cnitool", run: async (args) => (await import("./cnitool/main.ts")).cnitoolMain(args) },
+];
+
+/** Every applet name: the plugins, then the tools. */
+export const APPLET_NAMES: readonly string[] = [...PLUGINS, ...TOOLS].map((a) => a.name);

@@ -5,11 +5,12 @@
  * @module
  */
 
-import { APPLET_NAMES, PLUGINS } from "./applets.ts";
-import { cnitoolMain } from "./cnitool/main.ts";
+import { APPLET_NAMES, PLUGINS, TOOLS } from "./applets.ts";
+import { CniError, ErrorCode, toErrorObject } from "./lib/cni/errors.ts";
 import { registerInProcess } from "./lib/cni/invoke.ts";
 import { baseName, filePathOf } from "./lib/cni/paths.ts";
 import { CNIKIT_VERSION, pluginMain } from "./lib/cni/skel.ts";
+import { CURRENT_VERSION } from "./lib/cni/spec/version.ts";
 
 /** The file this program runs as: the compiled binary, or the bundle launcher. */
 function executablePath(): string {
@@ -41,12 +42,28 @@ Applets:
 `;
 }
 
+/**
+ * A runtime that finds this executable under a name cnikit has no applet
+ * for expects a CNI error on stdout, not usage text.
+ */
+async function notAnApplet(name: string): Promise<number> {
+  const error = new CniError(
+    ErrorCode.pluginNotAvailable,
+    `cnikit has no plugin named "${name}"`,
+    `the applets are: ${APPLET_NAMES.join(", ")}`,
+  );
+  const text = JSON.stringify(toErrorObject(error, CURRENT_VERSION), null, 4);
+  await Deno.stdout.write(new TextEncoder().encode(text));
+  return 1;
+}
+
 async function main(): Promise<number> {
   registerInProcess(executablePath(), PLUGINS);
   let name = await invokedName();
   let args = Deno.args;
   if (!APPLET_NAMES.includes(name)) {
     const [first, ...rest] = args;
+    if (first === undefined && Deno.env.get("CNI_COMMAND")) return await notAnApplet(name);
     if (first === "--list") {
       console.log(APPLET_NAMES.join("\n"));
       return 0;
@@ -65,9 +82,13 @@ async function main(): Promise<number> {
     }
     [name, args] = [first, rest];
   }
-  if (name === "cnitool") return await cnitoolMain(args);
+  const tool = TOOLS.find((t) => t.name === name);
+  if (tool) return await tool.run(args);
   const plugin = PLUGINS.find((p) => p.name === name)!;
-  return await pluginMain(plugin);
+  const [word, ...rest] = args;
+  const command = word === undefined ? undefined : plugin.commands?.[word];
+  if (command) return await command(rest);
+  return await pluginMain(await plugin.load());
 }
 
 Deno.exit(await main());

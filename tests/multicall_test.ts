@@ -87,3 +87,19 @@ Deno.test({
       assert(lo!.flags.includes("UP"));
     }),
 });
+
+Deno.test("a name cnikit has no applet for answers a CNI error (code 50) when CNI_COMMAND is set", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cnikit-alias-" });
+  try {
+    await Deno.symlink(`${DIST_BIN}/cnikit`, `${dir}/macvlan-x`);
+    for (const command of ["ADD", "DEL", "VERSION"]) {
+      const run = await exec([`${dir}/macvlan-x`], { CNI_COMMAND: command }, "{}");
+      assertEquals(run.code, 1);
+      const error = JSON.parse(run.stdout);
+      assertEquals(error.code, 50);
+      assertEquals(error.msg, 'cnikit has no plugin named "macvlan-x"');
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -14,14 +14,20 @@ import { type CmdArgs, type Command, type Plugin, runPlugin } from "./skel.ts";
 import { parseResult, toCurrentResult } from "./spec/convert.ts";
 import type { Result } from "./spec/schemas.ts";
 
-const inProcess = new Map<string, Plugin>();
+/** A plugin by name, its code loaded on first use. */
+export interface PluginLoader {
+  readonly name: string;
+  load(): Promise<Plugin>;
+}
+
+const inProcess = new Map<string, PluginLoader>();
 let selfPath: string | undefined;
 
 /**
  * Registers the applets that can run in this process when a lookup finds a
  * file that is this very executable under another name.
  */
-export function registerInProcess(executable: string, plugins: Iterable<Plugin>): void {
+export function registerInProcess(executable: string, plugins: Iterable<PluginLoader>): void {
   selfPath = realPathOrUndefined(executable);
   for (const plugin of plugins) inProcess.set(plugin.name, plugin);
 }
@@ -163,8 +169,9 @@ export async function execPlugin(
   stdin: Uint8Array,
   options: ExecOptions = {},
 ): Promise<string> {
-  const local = selfPath && inProcess.get(baseName(path));
-  if (local && realPathOrUndefined(path) === selfPath) {
+  const loader = selfPath && inProcess.get(baseName(path));
+  if (loader && realPathOrUndefined(path) === selfPath) {
+    const local = await loader.load();
     const run = traced(
       `in-process ${local.name} ${env.CNI_COMMAND}`,
       () => runPlugin(local, { env, readStdin: () => Promise.resolve(stdin) }),

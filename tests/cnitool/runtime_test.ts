@@ -8,7 +8,7 @@ import { assert, assertEquals, assertMatch, assertRejects } from "../helpers/ass
 import { FakePlugins, isSleep } from "../helpers/fake_plugin.ts";
 import { CniError } from "../../lib/cni/errors.ts";
 import { registerInProcess } from "../../lib/cni/invoke.ts";
-import type { CmdArgs } from "../../lib/cni/skel.ts";
+import type { CmdArgs, Plugin } from "../../lib/cni/skel.ts";
 import { parseResult, resultToJSON } from "../../lib/cni/spec/convert.ts";
 import type { Result } from "../../lib/cni/spec/schemas.ts";
 import { networkConfFromBytes, type NetworkConfigList } from "../../cnitool/config.ts";
@@ -678,7 +678,8 @@ Deno.test("in-process applets and external plugins mix in one chain", () =>
     try {
       Deno.symlinkSync(self, `${fake.bin}/inproc`);
       const seen: CmdArgs[] = [];
-      registerInProcess(self, [{
+      registerInProcess(self, [{ name: "inproc", load: () => Promise.resolve(inproc) }]);
+      const inproc: Plugin = {
         name: "inproc",
         add(args: CmdArgs): Promise<Result> {
           seen.push(args);
@@ -689,7 +690,7 @@ Deno.test("in-process applets and external plugins mix in one chain", () =>
           seen.push(args);
           return Promise.resolve();
         },
-      }]);
+      };
       fake.respond("a", "ADD", { stdout: resultWith("1.0.0", "10.0.0.1/24") });
       fake.respond("c", "ADD", { stdout: resultWith("1.0.0", "10.0.0.3/24") });
       const list = listOf({
@@ -720,14 +721,15 @@ Deno.test("in-process applets: the deadline applies too", () =>
     const gate = new Promise<void>((resolve) => release = resolve);
     try {
       Deno.symlinkSync(self, `${fake.bin}/slowproc`);
-      registerInProcess(self, [{
+      const slowproc: Plugin = {
         name: "slowproc",
         async add(): Promise<Result> {
           await gate;
           return { cniVersion: "1.0.0" };
         },
         del: () => Promise.resolve(),
-      }]);
+      };
+      registerInProcess(self, [{ name: "slowproc", load: () => Promise.resolve(slowproc) }]);
       const list = listOf({ cniVersion: "1.0.0", name: "slow", plugins: [{ type: "slowproc" }] });
       const err = await assertRejects(() => runtime.addNetworkList(list, rtOf()));
       assertMatch(err.message, /netplugin failed with no error message: context deadline exceeded/);
