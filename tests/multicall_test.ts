@@ -1,8 +1,10 @@
+import { APPLET_NAMES, TOOLS } from "../applets.ts";
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { ALL_TEST_VERSIONS, DIST_BIN } from "./helpers/applet.ts";
 import { canNetns, spawnOutput, withNamespaces } from "./helpers/netns.ts";
 
-const APPLETS = ["loopback", "ptp", "bridge", "host-local", "static", "cnitool"];
+const APPLETS = APPLET_NAMES;
+const TOOL_NAMES = new Set(TOOLS.map((t) => t.name));
 
 /** Runs `argv` with only `env` as its environment. */
 function exec(argv: string[], env: Record<string, string>, stdin?: string) {
@@ -35,7 +37,7 @@ Deno.test("cnikit --help, --list and --version describe the applets; an unknown 
   assertEquals((await exec([`${DIST_BIN}/cnikit`], {})).code, 1);
 });
 
-for (const name of APPLETS.filter((n) => n !== "cnitool")) {
+for (const name of APPLETS.filter((n) => !TOOL_NAMES.has(n))) {
   Deno.test(`${name} answers VERSION by its symlink name and as "cnikit ${name}", with no PATH or HOME`, async () => {
     for (const argv of [[`${DIST_BIN}/${name}`], [`${DIST_BIN}/cnikit`, name]]) {
       const run = await exec(argv, { CNI_COMMAND: "VERSION" });
