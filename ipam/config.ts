@@ -6,10 +6,10 @@
  */
 
 import * as z from "zod/mini";
-import { CniError, ErrorCode, invalidConfig } from "../lib/cni/errors.ts";
+import { invalidConfig } from "../lib/cni/errors.ts";
 import { formatCIDR, formatIP, parseCIDR, parseIP } from "../lib/cni/ipnet.ts";
 import { GoInt, goList, goStruct } from "../lib/cni/conf.ts";
-import type { Dns, Route } from "../lib/cni/spec/schemas.ts";
+import type { Route } from "../lib/cni/spec/schemas.ts";
 import { compareVersions } from "../lib/cni/spec/version.ts";
 
 /** The `routes` entries of an IPAM section. */
@@ -47,27 +47,8 @@ export function toRoutes(routes: readonly IpamRoute[] | null | undefined, where:
   });
 }
 
-function invalidRoute(where: string, index: number, msg: string): CniError {
-  return new CniError(ErrorCode.invalidNetworkConfig, `${where}.${index}: ${msg}`);
-}
-
-/** A `dns` section. */
-export const IpamDns = goStruct({
-  nameservers: goList(z.string()),
-  domain: z.optional(z.string()),
-  search: goList(z.string()),
-  options: goList(z.string()),
-});
-export type IpamDns = z.infer<typeof IpamDns>;
-
-/** DNS settings with the empty fields left out, as Go's `omitempty` prints them. */
-export function toDns(dns: IpamDns | undefined): Dns {
-  const out: Dns = {};
-  if (dns?.nameservers?.length) out.nameservers = dns.nameservers;
-  if (dns?.domain) out.domain = dns.domain;
-  if (dns?.search?.length) out.search = dns.search;
-  if (dns?.options?.length) out.options = dns.options;
-  return out;
+function invalidRoute(where: string, index: number, msg: string) {
+  return invalidConfig(`${where}.${index}: ${msg}`);
 }
 
 /** `runtimeConfig` / `args.cni` entries holding addresses. */

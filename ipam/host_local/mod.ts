@@ -7,7 +7,7 @@
  * @module
  */
 
-import { CniError, ErrorCode } from "../../lib/cni/errors.ts";
+import { CniError, ErrorCode, invalidConfig } from "../../lib/cni/errors.ts";
 import { formatIP, type IP, ipEquals } from "../../lib/cni/ipnet.ts";
 import type { CmdArgs, Plugin } from "../../lib/cni/skel.ts";
 import type { Result } from "../../lib/cni/spec/schemas.ts";
@@ -69,8 +69,7 @@ async function add(args: CmdArgs): Promise<Result> {
     }
     if (requested.length) {
       await rollback();
-      throw new CniError(
-        ErrorCode.invalidNetworkConfig,
+      throw invalidConfig(
         `failed to allocate all requested IPs: ${requested.map(formatIP).join(" ")}`,
       );
     }

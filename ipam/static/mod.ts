@@ -8,16 +8,9 @@
 
 import * as z from "zod/mini";
 import { parseCniArgs } from "../../lib/cni/args.ts";
-import { goList, goStruct, parseConf } from "../../lib/cni/conf.ts";
+import { DnsConf, goList, goStruct, parseConf, toDns } from "../../lib/cni/conf.ts";
 import { CniError, ErrorCode, invalidConfig } from "../../lib/cni/errors.ts";
-import {
-  AddressList,
-  checkAddressesPerFamily,
-  IpamDns,
-  IpamRoute,
-  toDns,
-  toRoutes,
-} from "../config.ts";
+import { AddressList, checkAddressesPerFamily, IpamRoute, toRoutes } from "../config.ts";
 import {
   canonicalIP,
   contains,
@@ -39,7 +32,7 @@ const StaticNet = goStruct({
     addresses: goList(
       goStruct({ address: z.optional(z.string()), gateway: z.optional(z.string()) }),
     ),
-    dns: z.optional(IpamDns),
+    dns: z.optional(DnsConf),
   })),
   runtimeConfig: z.optional(goStruct({ ips: AddressList })),
   args: z.optional(goStruct({ cni: z.optional(goStruct({ ips: AddressList })) })),

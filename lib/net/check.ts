@@ -16,7 +16,11 @@ interface RouteInfo {
   dev?: string;
 }
 
-function fail(msg: string): never {
+/**
+ * Ends a CHECK with `msg`. The reference reports what CHECK found as a
+ * plain error, which its skel turns into code 999; so does cnikit.
+ */
+export function checkFailed(msg: string): never {
   throw new CniError(ErrorCode.internal, msg);
 }
 
@@ -29,13 +33,13 @@ export function containerInterface(
 ): Interface {
   const iface = result.interfaces?.find((i) => i.name === ifname && i.sandbox === netns);
   if (!iface) {
-    fail(
+    checkFailed(
       `Sandbox in prevResult ${
         result.interfaces?.find((i) => i.name === ifname)?.sandbox ?? ""
       } doesn't match configured netns: ${netns}`,
     );
   }
-  if (!iface.name) fail(`${plugin}: Container interface name missing in prevResult`);
+  if (!iface.name) checkFailed(`${plugin}: Container interface name missing in prevResult`);
   return iface;
 }
 
@@ -74,12 +78,14 @@ export async function checkContainerLink(
   }) as [LinkInfo[], ...RouteInfo[][]];
   const routes = new Map([...families].map((f, i) => [f, tables[i] ?? []]));
   const link = links.find((l) => l.ifname === ifname);
-  if (!link) fail(`${expect.plugin}: Container Interface name in prevResult: ${ifname} not found`);
+  if (!link) {
+    checkFailed(`${expect.plugin}: Container Interface name in prevResult: ${ifname} not found`);
+  }
   if (expect.kind && link.linkinfo?.info_kind !== expect.kind) {
-    fail(`Error: Container interface ${ifname} not of type ${expect.kind}`);
+    checkFailed(`Error: Container interface ${ifname} not of type ${expect.kind}`);
   }
   if (expect.mac && expect.mac !== link.address) {
-    fail(
+    checkFailed(
       `${expect.plugin}: Interface ${ifname} Mac ${expect.mac} doesn't match container Mac: ${link.address}`,
     );
   }
@@ -95,15 +101,17 @@ export async function checkContainerLink(
       return have && have.value === want.ip.value && have.family === want.ip.family &&
         a.prefixlen === want.prefix;
     });
-    if (!found) fail(`Failed to match addr ${ip.address} on interface ${ifname}`);
+    if (!found) checkFailed(`Failed to match addr ${ip.address} on interface ${ifname}`);
     if (!hasRoute(want.ip.family, formatCIDR(networkOf(want)))) {
-      fail(`Failed to find a route to ${formatCIDR(networkOf(want))} for interface ${ifname}`);
+      checkFailed(
+        `Failed to find a route to ${formatCIDR(networkOf(want))} for interface ${ifname}`,
+      );
     }
   }
   for (const route of result.routes ?? []) {
     const family = familyOf(route.dst);
     if (!hasRoute(family, normalizeDst(route.dst, family), route.gw)) {
-      fail(`Failed to find a route to ${route.dst}${route.gw ? ` via ${route.gw}` : ""}`);
+      checkFailed(`Failed to find a route to ${route.dst}${route.gw ? ` via ${route.gw}` : ""}`);
     }
   }
   return link;

@@ -23,10 +23,20 @@ import {
   vlanCommands,
   waitPortUp,
 } from "./kernel.ts";
-import { checkContainerLink, containerInterface } from "../../../lib/net/check.ts";
+import { checkContainerLink, checkFailed, containerInterface } from "../../../lib/net/check.ts";
 import { parseCniArgs } from "../../../lib/cni/args.ts";
-import { dnsIsSet, parseConf } from "../../../lib/cni/conf.ts";
-import { CniError, ErrorCode, settleAll } from "../../../lib/cni/errors.ts";
+import {
+  DnsConf,
+  dnsIsSet,
+  GoInt,
+  goList,
+  goStruct,
+  NETCONF_FIELDS,
+  parseConf,
+  toDns,
+  unknownKeys,
+} from "../../../lib/cni/conf.ts";
+import { CniError, ErrorCode, invalidConfig, settleAll } from "../../../lib/cni/errors.ts";
 import { configureInterface } from "../../../lib/net/iface.ts";
 import { delegate } from "../../../lib/cni/invoke.ts";
 import { ipBatch, IpBatchError, type IpCommand, type LinkInfo } from "../../../lib/net/ip.ts";
@@ -51,70 +61,40 @@ import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../../../lib/netf
 import { withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import { ifNameProblem } from "../../../lib/cni/validate.ts";
-import { Dns, IpamSection, type Result } from "../../../lib/cni/spec/schemas.ts";
+import type { Result } from "../../../lib/cni/spec/schemas.ts";
 import { setupSpoofCheck, spoofCheckId, teardownSpoofCheck } from "./spoofcheck.ts";
 import { enableForwarding, trySysctls } from "../../../lib/net/sysctl.ts";
 
 const DEFAULT_BRIDGE = "cni0";
 
-// Go's encoding/json leaves a field alone on `null`, so every key takes it.
-const Bool = z.nullish(z.boolean());
-const Int = z.nullish(z.number().check(z.int()));
-
-const TrunkEntry = z.looseObject({ minID: Int, maxID: Int, id: Int });
-
-const BridgeConf = z.looseObject({
-  name: z.string(),
-  bridge: z.nullish(z.string()),
-  isGateway: Bool,
-  isDefaultGateway: Bool,
-  forceAddress: Bool,
-  ipMasq: Bool,
-  ipMasqBackend: z.nullish(z.string()),
-  mtu: z.nullish(z.number().check(z.int(), z.nonnegative())),
-  hairpinMode: Bool,
-  promiscMode: Bool,
-  vlan: Int,
-  vlanTrunk: z.nullish(z.array(TrunkEntry)),
-  preserveDefaultVlan: Bool,
-  macspoofchk: Bool,
-  enabledad: Bool,
-  disableContainerInterface: Bool,
-  portIsolation: Bool,
-  args: z.nullish(z.looseObject({ cni: z.nullish(z.looseObject({ mac: z.nullish(z.string()) })) })),
-  runtimeConfig: z.nullish(z.looseObject({ mac: z.nullish(z.string()) })),
-  ipam: z.nullish(IpamSection),
-  dns: z.nullish(Dns),
+const TrunkEntry = goStruct({
+  minID: z.optional(GoInt),
+  maxID: z.optional(GoInt),
+  id: z.optional(GoInt),
 });
 
-/** The keys a bridge config may have at the top level; any other is ignored (and named on ADD). */
-const KNOWN_KEYS = new Set([
-  "cniVersion",
-  "name",
-  "type",
-  "capabilities",
-  "ipam",
-  "dns",
-  "args",
-  "runtimeConfig",
-  "prevResult",
-  "bridge",
-  "isGateway",
-  "isDefaultGateway",
-  "forceAddress",
-  "ipMasq",
-  "ipMasqBackend",
-  "mtu",
-  "hairpinMode",
-  "promiscMode",
-  "vlan",
-  "vlanTrunk",
-  "preserveDefaultVlan",
-  "macspoofchk",
-  "enabledad",
-  "disableContainerInterface",
-  "portIsolation",
-]);
+const BRIDGE_FIELDS = {
+  ...NETCONF_FIELDS,
+  bridge: z.optional(z.string()),
+  isGateway: z.optional(z.boolean()),
+  isDefaultGateway: z.optional(z.boolean()),
+  forceAddress: z.optional(z.boolean()),
+  ipMasq: z.optional(z.boolean()),
+  ipMasqBackend: z.optional(z.string()),
+  mtu: z.optional(GoInt.check(z.nonnegative())),
+  hairpinMode: z.optional(z.boolean()),
+  promiscMode: z.optional(z.boolean()),
+  vlan: z.optional(GoInt),
+  vlanTrunk: goList(TrunkEntry),
+  preserveDefaultVlan: z.optional(z.boolean()),
+  macspoofchk: z.optional(z.boolean()),
+  enabledad: z.optional(z.boolean()),
+  disableContainerInterface: z.optional(z.boolean()),
+  portIsolation: z.optional(z.boolean()),
+  args: z.optional(goStruct({ cni: z.optional(goStruct({ mac: z.optional(z.string()) })) })),
+  runtimeConfig: z.optional(goStruct({ mac: z.optional(z.string()) })),
+};
+const BridgeConf = goStruct(BRIDGE_FIELDS);
 
 /** Keys of the common IPAM plugins, to hint that they belong inside `ipam`. */
 const IPAM_KEYS = new Set([
@@ -137,7 +117,7 @@ interface Conf {
   isDefaultGateway: boolean;
   forceAddress: boolean;
   ipMasq: boolean;
-  ipMasqBackend: string | null | undefined;
+  ipMasqBackend: string | undefined;
   mtu: number;
   hairpinMode: boolean;
   promiscMode: boolean;
@@ -154,22 +134,18 @@ interface Conf {
   /** The container MAC as configured (CNI_ARGS < args < runtimeConfig), and where from. */
   mac?: { value: string; from: "CNI_ARGS" | "args" | "runtimeConfig" };
   ipamType: string;
-  dns: Dns | undefined;
-}
-
-function invalid(msg: string): CniError {
-  return new CniError(ErrorCode.invalidNetworkConfig, msg);
+  dns: DnsConf | undefined;
 }
 
 function loadConf(args: CmdArgs): Conf {
   const raw = parseConf(BridgeConf, args.config);
   const vlan = raw.vlan ?? 0;
   if (vlan < 0 || vlan > 4094) {
-    throw invalid(`invalid VLAN ID ${vlan} (must be between 0 and 4094)`);
+    throw invalidConfig(`invalid VLAN ID ${vlan} (must be between 0 and 4094)`);
   }
   const trunk = collectVlanTrunk(raw.vlanTrunk ?? []);
   const bridge = raw.bridge ?? DEFAULT_BRIDGE;
-  if (ifNameProblem(bridge)) throw invalid(`invalid bridge name ${JSON.stringify(bridge)}`);
+  if (ifNameProblem(bridge)) throw invalidConfig(`invalid bridge name ${JSON.stringify(bridge)}`);
   let mac: Conf["mac"];
   const envMac = parseCniArgs(args.args, ["MAC"]).MAC;
   if (envMac) mac = { value: envMac, from: "CNI_ARGS" };
@@ -197,21 +173,21 @@ function loadConf(args: CmdArgs): Conf {
     portIsolation: raw.portIsolation ?? false,
     ...(mac ? { mac } : {}),
     ipamType: raw.ipam?.type ?? "",
-    dns: raw.dns ?? undefined,
+    dns: raw.dns,
   };
 }
 
 /** The checks only ADD makes (DEL must clean up after any config). */
 function validateForAdd(conf: Conf): { mac?: string } {
   if (conf.ipamType && conf.disableContainerInterface) {
-    throw invalid("cannot use IPAM when DisableContainerInterface flag is set");
+    throw invalidConfig("cannot use IPAM when DisableContainerInterface flag is set");
   }
   if (conf.hairpinMode && conf.promiscMode) {
-    throw invalid("cannot set hairpin mode and promiscuous mode at the same time");
+    throw invalidConfig("cannot set hairpin mode and promiscuous mode at the same time");
   }
   parseBackend(conf.ipMasqBackend);
   if (conf.isGateway && conf.vlan && conf.ipamType && ifNameProblem(vlanLinkName(conf))) {
-    throw invalid(`VLAN gateway interface name "${vlanLinkName(conf)}" is too long`);
+    throw invalidConfig(`VLAN gateway interface name "${vlanLinkName(conf)}" is too long`);
   }
   if (!conf.mac) return {};
   const mac = parseMac(conf.mac.value);
@@ -231,7 +207,7 @@ function vlanLinkName(conf: Conf): string {
 
 /** Names the top-level keys the bridge plugin does not know, on one stderr line. */
 function warnIgnoredKeys(config: Record<string, unknown>): void {
-  const ignored = Object.keys(config).filter((k) => !KNOWN_KEYS.has(k));
+  const ignored = unknownKeys(config, BRIDGE_FIELDS);
   if (ignored.length === 0) return;
   const hint = ignored.some((k) => IPAM_KEYS.has(k)) ? ` (IPAM settings belong inside "ipam")` : "";
   console.error(
@@ -401,7 +377,7 @@ async function add(args: CmdArgs): Promise<Result> {
       result.dns = ipam.dns ?? {};
       gateways = calcGateways(result, conf);
     }
-    if (dnsIsSet(conf.dns ?? undefined)) result.dns = conf.dns!;
+    if (dnsIsSet(conf.dns)) result.dns = toDns(conf.dns);
 
     const portVlans = {
       vlan: conf.vlan,
@@ -521,17 +497,13 @@ interface HostLink {
   flags: string[];
 }
 
-function fail(msg: string): never {
-  throw new CniError(ErrorCode.internal, msg);
-}
-
 async function check(args: CmdArgs): Promise<void> {
   const conf = loadConf(args);
   requireNetns(args.netns);
   // cnikit: an L2 attachment has no IPAM to ask (the reference fails here).
   if (conf.ipamType) await delegate(conf.ipamType, "CHECK", args);
   const prev = args.prevResult;
-  if (!prev) fail("Required prevResult missing");
+  if (!prev) checkFailed("Required prevResult missing");
   const [all, bridges, veths] = await ipBatch([
     ["link", "show"],
     ["link", "show", "type", "bridge"],
@@ -541,22 +513,24 @@ async function check(args: CmdArgs): Promise<void> {
   const isBridge = new Set(bridges!.map((l) => l.ifname));
   const isVeth = new Set(veths!.map((l) => l.ifname));
   const host = (name: string, sandboxed: string | undefined): HostLink => {
-    if (!name) fail("Interface name missing ");
-    const link = byName.get(name) ?? fail(`Interface name ${name} not found`);
-    if (sandboxed) fail(`Interface ${name} should not be in sandbox`);
+    if (!name) checkFailed("Interface name missing ");
+    const link = byName.get(name) ?? checkFailed(`Interface name ${name} not found`);
+    if (sandboxed) checkFailed(`Interface ${name} should not be in sandbox`);
     return link;
   };
 
   const interfaces = prev.interfaces ?? [];
   const brIface = interfaces.find((i) => i.name === conf.bridge);
   const br = host(brIface?.name ?? "", brIface?.sandbox);
-  if (!isBridge.has(br.ifname)) fail(`Interface ${br.ifname} does not have link type of bridge`);
+  if (!isBridge.has(br.ifname)) {
+    checkFailed(`Interface ${br.ifname} does not have link type of bridge`);
+  }
   if (brIface!.mac && brIface!.mac !== br.address) {
-    fail(`Bridge interface ${br.ifname} Mac doesn't match: ${brIface!.mac}`);
+    checkFailed(`Bridge interface ${br.ifname} Mac doesn't match: ${brIface!.mac}`);
   }
   const promisc = br.flags.includes("PROMISC");
   if (promisc !== conf.promiscMode) {
-    fail(
+    checkFailed(
       `Bridge interface ${br.ifname} configured Promisc Mode ${conf.promiscMode} doesn't match current state: ${promisc} `,
     );
   }
@@ -578,12 +552,12 @@ async function check(args: CmdArgs): Promise<void> {
       link.master !== br.ifname
     ) continue;
     if (iface.mac && iface.mac !== link.address) {
-      fail(`Interface ${iface.name} Mac doesn't match: ${iface.mac} not found`);
+      checkFailed(`Interface ${iface.name} Mac doesn't match: ${iface.mac} not found`);
     }
     vethFound = true;
     break;
   }
-  if (!vethFound) fail(`CNI veth created for bridge ${conf.bridge} was not found`);
+  if (!vethFound) checkFailed(`CNI veth created for bridge ${conf.bridge} was not found`);
 }
 
 async function status(args: CmdArgs): Promise<void> {

@@ -7,8 +7,15 @@
 
 import * as z from "zod/mini";
 import { checkContainerLink, containerInterface } from "../../../lib/net/check.ts";
-import { dnsIsSet, parseConf } from "../../../lib/cni/conf.ts";
-import { CniError, ErrorCode, settleAll } from "../../../lib/cni/errors.ts";
+import {
+  dnsIsSet,
+  GoInt,
+  goStruct,
+  NETCONF_FIELDS,
+  parseConf,
+  toDns,
+} from "../../../lib/cni/conf.ts";
+import { CniError, ErrorCode, invalidConfig, settleAll } from "../../../lib/cni/errors.ts";
 import { configureInterface } from "../../../lib/net/iface.ts";
 import { delegate } from "../../../lib/cni/invoke.ts";
 import type { IpCommand } from "../../../lib/net/ip.ts";
@@ -25,27 +32,20 @@ import { createVeth, deleteLink, deleteVethPair, requireNetns } from "../../../l
 import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../../../lib/netfilter/masq.ts";
 import { withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
-import { Dns, IpamSection, type Result } from "../../../lib/cni/spec/schemas.ts";
+import type { Result } from "../../../lib/cni/spec/schemas.ts";
 import { enableForwarding } from "../../../lib/net/sysctl.ts";
 
-const PtpConf = z.looseObject({
-  name: z.string(),
+const PtpConf = goStruct({
+  ...NETCONF_FIELDS,
   ipMasq: z.optional(z.boolean()),
-  ipMasqBackend: z.optional(z.nullable(z.string())),
-  mtu: z.optional(z.number().check(z.int(), z.nonnegative())),
-  ipam: z.optional(IpamSection),
-  dns: z.optional(Dns),
+  ipMasqBackend: z.optional(z.string()),
+  mtu: z.optional(GoInt.check(z.nonnegative())),
 });
 type PtpConf = z.infer<typeof PtpConf>;
 
 function loadConf(args: CmdArgs): PtpConf & { ipamType: string } {
   const conf = parseConf(PtpConf, args.config);
-  if (!conf.ipam?.type) {
-    throw new CniError(
-      ErrorCode.invalidNetworkConfig,
-      "ptp: an ipam section with a type is required",
-    );
-  }
+  if (!conf.ipam?.type) throw invalidConfig("ptp: an ipam section with a type is required");
   return { ...conf, ipamType: conf.ipam.type };
 }
 
@@ -54,10 +54,7 @@ function addressOf(ip: NonNullable<Result["ips"]>[number]): { net: IPNet; gw: st
   const net = parseCIDR(ip.address)!;
   const gw = ip.gateway ? parseIP(ip.gateway) : null;
   if (!gw) {
-    throw new CniError(
-      ErrorCode.invalidNetworkConfig,
-      `ptp: IPAM returned ${ip.address} without a gateway`,
-    );
+    throw invalidConfig(`ptp: IPAM returned ${ip.address} without a gateway`);
   }
   return { net, gw: formatIP(gw) };
 }
@@ -96,7 +93,7 @@ async function add(args: CmdArgs): Promise<Result> {
       interfaces: [veth.host, { ...veth.container, sandbox: args.netns }],
       ips: ipam.ips.map((ip) => ({ ...ip, interface: 1 })),
       routes: ipam.routes ?? [],
-      dns: dnsIsSet(conf.dns) ? conf.dns! : ipam.dns ?? {},
+      dns: dnsIsSet(conf.dns) ? toDns(conf.dns) : ipam.dns ?? {},
     };
     // Everything goes through the gateway, the container's own subnet too.
     const ptpRoutes = addresses.flatMap(({ net, gw }): IpCommand[] => {
@@ -136,7 +133,7 @@ async function check(args: CmdArgs): Promise<void> {
   requireNetns(args.netns);
   await delegate(conf.ipamType, "CHECK", args);
   const prev = args.prevResult;
-  if (!prev) throw new CniError(ErrorCode.invalidNetworkConfig, "ptp: Required prevResult missing");
+  if (!prev) throw invalidConfig("ptp: Required prevResult missing");
   const iface = containerInterface(prev, args.ifname, args.netns, "ptp");
   await checkContainerLink(args.netns, args.ifname, prev, {
     kind: "veth",

@@ -361,3 +361,26 @@ Deno.test({
       assertEquals(await leases(dataDir), []);
     }),
 });
+
+Deno.test({
+  name: "ptp decodes its config as Go does: null is absent, keys match case-insensitively",
+  ignore: !canNetns,
+  fn: () =>
+    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+      const conf = {
+        ...ptpConf("1.0.0", "v4", dataDir),
+        ipMasq: null,
+        ipMasqBackend: null,
+        MTU: 1400,
+        dns: null,
+      };
+      const at = { netns: ctr.path };
+      const add = assertSuccess(await ptp("ADD", host, at, conf));
+      const eth0 = (await links(ctr)).find((l) => l.ifname === "eth0");
+      assertEquals(eth0?.mtu, 1400);
+      assertEquals(await iptablesMasq(host), []);
+      assertEquals(add.json!.dns, undefined);
+      assertSuccess(await ptp("DEL", host, at, conf));
+      await assertGone(host, ctr, dataDir);
+    }),
+});
