@@ -8,7 +8,7 @@
  */
 
 import { CniError } from "../lib/cni/errors.ts";
-import { cniEnvironment, type CniVars, execPlugin, findPlugin } from "../lib/cni/invoke.ts";
+import { cniEnvironment, type CniVars, type PluginExec, processExec } from "../lib/cni/invoke.ts";
 import { validateContainerId, validateIfName, validateNetworkName } from "../lib/cni/validate.ts";
 import { parseResult, resultToJSON } from "../lib/cni/spec/convert.ts";
 import type { AnyResult } from "../lib/cni/spec/schemas.ts";
@@ -28,6 +28,8 @@ export interface RuntimeOptions {
   timeoutMs?: number;
   /** The environment plugins inherit; this process's by default. */
   env?: Record<string, string>;
+  /** How plugins are found and run; as processes from `path` by default. */
+  exec?: PluginExec;
 }
 
 /** CHECK asked of a network whose version predates it. */
@@ -125,23 +127,29 @@ export class CniRuntime {
   readonly cache: ResultCache;
   readonly timeoutMs: number | undefined;
   readonly #env: Record<string, string> | undefined;
+  readonly #exec: PluginExec;
 
   constructor(options: RuntimeOptions) {
     this.path = options.path;
     this.cache = new ResultCache(options.cacheDir);
     this.timeoutMs = options.timeoutMs;
     this.#env = options.env;
+    this.#exec = options.exec ?? processExec;
+  }
+
+  #find(type: string): string {
+    return this.#exec.findPlugin(type, this.path);
   }
 
   /** Runs the plugin at `path`; CNI_PATH is this runtime's unless `vars` says otherwise. */
   async #run(path: string, vars: CniVars, stdin: Uint8Array): Promise<string> {
     const env = cniEnvironment({ path: this.path, ...vars }, this.#env ?? Deno.env.toObject());
-    return await execPlugin(path, env, stdin, { timeoutMs: this.timeoutMs });
+    return await this.#exec.execPlugin(path, env, stdin, { timeoutMs: this.timeoutMs });
   }
 
   /** Looks `type` up (again on every call, as plugins may come and go) and runs it. */
-  async #exec(type: string, vars: CniVars, stdin: Uint8Array): Promise<string> {
-    return await this.#run(findPlugin(type, this.path), vars, stdin);
+  async #runType(type: string, vars: CniVars, stdin: Uint8Array): Promise<string> {
+    return await this.#run(this.#find(type), vars, stdin);
   }
 
   #attachmentVars(command: CniVars["command"], rt: RuntimeConf): CniVars {
@@ -160,7 +168,7 @@ export class CniRuntime {
     prev: AnyResult | undefined,
     rt: RuntimeConf,
   ): Promise<AnyResult> {
-    const path = findPlugin(plugin.type, this.path);
+    const path = this.#find(plugin.type);
     validateContainerId(rt.containerId);
     validateNetworkName(list.name);
     validateIfName(rt.ifname);
@@ -208,7 +216,7 @@ export class CniRuntime {
       throw wrap(`failed to get network "${list.name}" cached result: `, e);
     }
     for (const plugin of list.plugins) {
-      await this.#exec(
+      await this.#runType(
         plugin.type,
         this.#attachmentVars("CHECK", rt),
         buildRequest(list, plugin, cached, rt),
@@ -232,7 +240,7 @@ export class CniRuntime {
     }
     for (const plugin of [...list.plugins].reverse()) {
       try {
-        await this.#exec(
+        await this.#runType(
           plugin.type,
           this.#attachmentVars("DEL", rt),
           buildRequest(list, plugin, cached, rt),
@@ -287,7 +295,7 @@ export class CniRuntime {
       }
       for (const plugin of list.plugins) {
         try {
-          await this.#exec(
+          await this.#runType(
             plugin.type,
             { command: "GC" },
             encoder.encode(marshalMap({ ...plugin.raw, ...inject })),
@@ -310,13 +318,13 @@ export class CniRuntime {
     if (!atLeast(list.cniVersion, "1.1.0")) return;
     for (const plugin of list.plugins) {
       const stdin = marshalMap({ ...plugin.raw, name: list.name, cniVersion: list.cniVersion });
-      await this.#exec(plugin.type, { command: "STATUS" }, encoder.encode(stdin));
+      await this.#runType(plugin.type, { command: "STATUS" }, encoder.encode(stdin));
     }
   }
 
   /** The spec versions a plugin supports, by asking it (VERSION). */
   async versionInfo(type: string): Promise<string[]> {
-    const path = findPlugin(type, this.path);
+    const path = this.#find(type);
     // Old skels insist on these being set even for VERSION.
     const vars: CniVars = { command: "VERSION", netns: "dummy", ifname: "dummy", path: ["dummy"] };
     let stdout: string;

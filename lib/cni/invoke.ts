@@ -40,11 +40,24 @@ function realPathOrUndefined(path: string): string | undefined {
   }
 }
 
+function isRegularFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Finds `name` in the directories of `paths`: the first regular file wins.
- * A name with a path separator or `..` is refused.
+ * Finds `name` in the directories of `paths`: the first regular file wins
+ * (`isFile` decides what one is). A name with a path separator or `..` is
+ * refused.
  */
-export function findPlugin(name: string, paths: string[]): string {
+export function findPlugin(
+  name: string,
+  paths: readonly string[],
+  isFile: (path: string) => boolean = isRegularFile,
+): string {
   if (name === "") throw new CniError(ErrorCode.invalidNetworkConfig, "no plugin name provided");
   if (name.includes("/") || name === ".." || name === ".") {
     throw new CniError(ErrorCode.invalidNetworkConfig, `invalid plugin name: ${name}`);
@@ -52,9 +65,7 @@ export function findPlugin(name: string, paths: string[]): string {
   if (paths.length === 0) throw new CniError(ErrorCode.invalidEnvironment, "no paths provided");
   for (const dir of paths) {
     const candidate = `${dir}/${name}`;
-    try {
-      if (Deno.statSync(candidate).isFile) return candidate;
-    } catch { /* try the next directory */ }
+    if (isFile(candidate)) return candidate;
   }
   throw new CniError(
     ErrorCode.invalidNetworkConfig,
@@ -123,7 +134,8 @@ async function readStream(
   return out;
 }
 
-function pluginFailure(
+/** The error a failed plugin reported, decoded as libcni decodes it. */
+export function pluginFailure(
   code: number | null,
   signal: string | null,
   stdout: string,
@@ -243,6 +255,23 @@ export async function execPlugin(
     }
   }
 }
+
+/**
+ * How a runtime finds and runs plugins (libcni's `invoke.Exec`): the seam
+ * where tests put an in-memory fake instead of executables.
+ */
+export interface PluginExec {
+  findPlugin(name: string, paths: readonly string[]): string;
+  execPlugin(
+    path: string,
+    env: Record<string, string>,
+    stdin: Uint8Array,
+    options?: ExecOptions,
+  ): Promise<string>;
+}
+
+/** The real thing: files in CNI_PATH run as processes (or in-process when they are cnikit). */
+export const processExec: PluginExec = { findPlugin, execPlugin };
 
 /** Decodes the stdout of a successful ADD: `{}` or a missing cniVersion take the config's version. */
 export function decodeAddOutput(stdout: string, configVersion: string): Result {

@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals, assertMatch, assertThrows } from "../helpers/assert.ts";
-import { FakePlugins } from "../helpers/fake_plugin.ts";
+import { FakeExec } from "../helpers/fake_exec.ts";
 import { resultToJSON } from "../../lib/cni/spec/convert.ts";
 import { CACHE_KIND, ResultCache } from "../../cnitool/cache.ts";
 import { networkConfFromBytes } from "../../cnitool/config.ts";
@@ -26,7 +26,7 @@ const RT: RuntimeConf = { containerId: "some-container-id", netns: "/run/netns/x
 const encode = (s: string) => new TextEncoder().encode(s);
 
 Deno.test("cache file after ADD: libcni's path, modes and cniCacheV1 entry", async () => {
-  const fake = FakePlugins.create("noop");
+  const fake = new FakeExec("noop");
   const dir = Deno.makeTempDirSync({ prefix: "cnikit-cache-" });
   try {
     const bytes = encode(
@@ -36,7 +36,7 @@ Deno.test("cache file after ADD: libcni's path, modes and cniCacheV1 entry", asy
     fake.respond("noop", "ADD", {
       stdout: { cniVersion: "1.0.0", ips: [{ address: "10.1.2.3/24" }] },
     });
-    const runtime = new CniRuntime({ path: [fake.bin], cacheDir: dir });
+    const runtime = new CniRuntime({ path: [fake.bin], cacheDir: dir, exec: fake });
     const rt: RuntimeConf = {
       ...RT,
       args: [["DEBUG", "/x"]],
@@ -74,7 +74,6 @@ Deno.test("cache file after ADD: libcni's path, modes and cniCacheV1 entry", asy
     assertEquals(entry.capabilityArgs, rt.capabilityArgs);
     assertEquals(entry.result, { cniVersion: "1.0.0", ips: [{ address: "10.1.2.3/24" }] });
   } finally {
-    fake.cleanup();
     Deno.removeSync(dir, { recursive: true });
   }
 });

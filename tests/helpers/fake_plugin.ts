@@ -1,7 +1,10 @@
 /**
- * A fake CNI plugin for runtime tests: a small `#!/bin/sh` script (a test
- * fixture, never used by cnikit itself) that records every call (plugin
- * name, environment, stdin) and answers as the test tells it to.
+ * An executable fake CNI plugin for the tests that are about processes
+ * (cnitool's command line, the executor's deadlines and pipes, SDK examples
+ * delegating): a small `#!/bin/sh` script, a test fixture never used by
+ * cnikit itself, that records every call (plugin name, environment, stdin)
+ * and answers as the test tells it to. Tests of the runtime's logic use the
+ * in-memory `FakeExec` (fake_exec.ts) instead.
  * @module
  */
 
