@@ -1,7 +1,7 @@
 /**
  * The SDK examples (examples/hello, examples/sample): plugins outside
- * cnikit's applets, built on lib/skel.ts and run as their own executables,
- * alone and in a chain run by cnitool.
+ * cnikit's applets, built on the SDK entry mod.ts alone and run as their own
+ * executables, alone and in a chain run by cnitool.
  */
 
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
@@ -11,6 +11,17 @@ import { FakePlugins } from "./helpers/fake_plugin.ts";
 const EXAMPLES = new URL("../examples/", import.meta.url).pathname.replace(/\/$/, "");
 const HELLO = { bin: `${EXAMPLES}/hello`, name: "hello.ts" };
 const SAMPLE = { bin: `${EXAMPLES}/sample`, name: "sample.ts" };
+
+Deno.test("the SDK examples import only the SDK entry (mod.ts) and zod", async () => {
+  for (const file of [`${HELLO.bin}/${HELLO.name}`, `${SAMPLE.bin}/${SAMPLE.name}`]) {
+    const text = await Deno.readTextFile(file);
+    const specifiers = [...text.matchAll(/^import[^"]*"([^"]+)";/gm)].map((m) => m[1]);
+    assert(specifiers.length > 0, file);
+    for (const specifier of specifiers) {
+      assert(["../../mod.ts", "zod/mini"].includes(specifier!), `${file} imports ${specifier}`);
+    }
+  }
+});
 
 const PREV = { cniVersion: "1.1.0", ips: [{ address: "10.2.0.7/24", gateway: "10.2.0.1" }] };
 
@@ -82,7 +93,8 @@ Deno.test("sample: needs anotherAwesomeArg and a prevResult with IPs, passes it 
   const delNoArg = await run(SAMPLE, "DEL", conf);
   assertEquals(delNoArg.json!.code, 7);
   const badType = await run(SAMPLE, "ADD", { ...withArg, myAwesomeFlag: "yes", prevResult: PREV });
-  assertMatch(badType.json!.msg as string, /failed to parse network configuration: myAwesomeFlag/);
+  assertEquals(badType.json!.code, 6);
+  assertEquals(badType.json!.msg, "failed to load netconf: myAwesomeFlag: expected boolean");
 });
 
 Deno.test("sample: STATUS asks its IPAM plugin", async () => {

@@ -14,8 +14,7 @@
  * @module
  */
 
-import { type CmdArgs, type Plugin, pluginMain } from "../../lib/cni/skel.ts";
-import type { Result } from "../../lib/cni/spec/schemas.ts";
+import { type CmdArgs, type Plugin, pluginMain, type Result } from "../../mod.ts";
 
 function log(args: CmdArgs, note: string): void {
   console.error(

@@ -14,31 +14,33 @@
  */
 
 import * as z from "zod/mini";
-import { CniError, ErrorCode, invalidConfig } from "../../lib/cni/errors.ts";
-import { delegate } from "../../lib/cni/invoke.ts";
-import { type CmdArgs, type Plugin, pluginMain } from "../../lib/cni/skel.ts";
-import { describeIssues, type Result } from "../../lib/cni/spec/schemas.ts";
+import {
+  type CmdArgs,
+  delegate,
+  goStruct,
+  invalidConfig,
+  NETCONF_FIELDS,
+  parseConf,
+  type Plugin,
+  pluginMain,
+  type Result,
+} from "../../mod.ts";
 
-/** The plugin's own configuration keys; the common ones are the skel's business. */
-const SampleConf = z.looseObject({
+/** The plugin's keys, decoded as every cnikit plugin decodes its own (Go's rules). */
+const SampleConf = goStruct({
+  ...NETCONF_FIELDS,
   anotherAwesomeArg: z.optional(z.string()),
   myAwesomeFlag: z.optional(z.boolean()),
-  ipam: z.optional(z.looseObject({ type: z.optional(z.string()) })),
-  runtimeConfig: z.optional(z.looseObject({
+  runtimeConfig: z.optional(goStruct({
     sample: z.optional(z.record(z.string(), z.unknown())),
   })),
 });
 type SampleConf = z.infer<typeof SampleConf>;
 
 function parseConfig(args: CmdArgs): SampleConf {
-  const parsed = SampleConf.safeParse(args.config);
-  if (!parsed.success) {
-    throw invalidConfig(
-      `failed to parse network configuration: ${describeIssues(parsed.error)}`,
-    );
-  }
-  if (!parsed.data.anotherAwesomeArg) throw invalidConfig("anotherAwesomeArg must be specified");
-  return parsed.data;
+  const conf = parseConf(SampleConf, args.config);
+  if (!conf.anotherAwesomeArg) throw invalidConfig("anotherAwesomeArg must be specified");
+  return conf;
 }
 
 /** The sample plugin. */
@@ -49,7 +51,7 @@ export const sample: Plugin = {
     parseConfig(args);
     if (!args.prevResult) throw invalidConfig("must be called as chained plugin");
     if (!args.prevResult.ips?.length) {
-      throw new CniError(ErrorCode.invalidNetworkConfig, "got no container IPs");
+      throw invalidConfig("got no container IPs");
     }
     // A real chained plugin would configure something here, e.g. on the
     // interface prevResult names.

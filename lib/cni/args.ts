@@ -21,8 +21,10 @@ function parseBool(pair: string, text: string): boolean {
  * Parses CNI_ARGS, keeping only the keys a plugin knows.
  * @example
  * ```ts
+ * import { deepEqual, throws } from "node:assert/strict";
  * import { parseCniArgs } from "./args.ts";
- * parseCniArgs("IgnoreUnknown=1;IP=10.0.0.5;K8S_POD_NAME=p", ["IP"]); // { IP: "10.0.0.5" }
+ * deepEqual(parseCniArgs("IgnoreUnknown=1;IP=10.0.0.5;K8S_POD_NAME=p", ["IP"]), { IP: "10.0.0.5" });
+ * throws(() => parseCniArgs("IP=10.0.0.5;K8S_POD_NAME=p", ["IP"]), /unknown args/);
  * ```
  */
 export function parseCniArgs(raw: string, known: readonly string[]): Record<string, string> {

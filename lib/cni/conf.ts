@@ -49,11 +49,11 @@ function goFields(
  * `null` is absent.
  * @example
  * ```ts
- * import { assertEquals } from "node:assert/strict";
+ * import { deepEqual } from "node:assert/strict";
  * import * as z from "zod/mini";
  * import { goStruct } from "./conf.ts";
  * const Conf = goStruct({ ipMasq: z.optional(z.boolean()), mtu: z.optional(z.number()) });
- * assertEquals(Conf.parse({ IPMASQ: true, mtu: null, other: 1 }), { ipMasq: true });
+ * deepEqual(Conf.parse({ IPMASQ: true, mtu: null, other: 1 }), { ipMasq: true });
  * ```
  */
 export function goStruct<S extends z.core.$ZodLooseShape>(

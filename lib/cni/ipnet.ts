@@ -122,7 +122,18 @@ function hostMask(net: IPNet): bigint {
   return (1n << BigInt(bitsOf(net.ip.family) - net.prefix)) - 1n;
 }
 
-/** The network address of a prefix (host bits cleared). */
+/**
+ * The network address of a prefix (host bits cleared).
+ * @example
+ * ```ts
+ * import { deepEqual } from "node:assert/strict";
+ * import { contains, formatCIDR, networkOf, parseCIDR, parseIP } from "./ipnet.ts";
+ * const net = parseCIDR("10.1.2.3/16")!;
+ * deepEqual(formatCIDR(networkOf(net)), "10.1.0.0/16");
+ * deepEqual(contains(net, parseIP("10.1.255.255")!), true);
+ * deepEqual(formatCIDR(networkOf(parseCIDR("2001:db8::5/64")!)), "2001:db8::/64");
+ * ```
+ */
 export function networkOf(net: IPNet): IPNet {
   return {
     ip: { family: net.ip.family, value: net.ip.value & ~hostMask(net) },

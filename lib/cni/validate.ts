@@ -35,10 +35,10 @@ export function validateNetworkName(name: string): void {
  * undefined when it can.
  * @example
  * ```ts
- * import { assertEquals } from "node:assert/strict";
+ * import { deepEqual } from "node:assert/strict";
  * import { ifNameProblem } from "./validate.ts";
- * assertEquals(ifNameProblem("eth0"), undefined);
- * assertEquals(ifNameProblem("a-name-far-too-long"), "interface name is too long");
+ * deepEqual(ifNameProblem("eth0"), undefined);
+ * deepEqual(ifNameProblem("a-name-far-too-long"), "interface name is too long");
  * ```
  */
 export function ifNameProblem(name: string): string | undefined {

@@ -154,6 +154,21 @@ function down04to02(r: Result04, version: string): Result02 {
 /**
  * Converts a result to `toVersion` ("" means 0.1.0). Converting to the
  * version it already has returns it unchanged.
+ * @example
+ * ```ts
+ * import { deepEqual } from "node:assert/strict";
+ * import { convertResult, resultToJSON } from "./convert.ts";
+ * const result = {
+ *   cniVersion: "1.1.0",
+ *   interfaces: [{ name: "eth0", sandbox: "/run/netns/x" }],
+ *   ips: [{ address: "10.1.0.2/24", gateway: "10.1.0.1", interface: 0 }],
+ * };
+ * deepEqual(resultToJSON(convertResult(result, "0.2.0")), {
+ *   cniVersion: "0.2.0",
+ *   ip4: { ip: "10.1.0.2/24", gateway: "10.1.0.1" },
+ *   dns: {},
+ * });
+ * ```
  */
 export function convertResult(result: AnyResult, toVersion: string): AnyResult {
   const target = normalizeVersion(toVersion);

@@ -27,8 +27,10 @@ export type VersionTuple = [number, number, number];
  * Parses a version string the way libcni does.
  * @example
  * ```ts
+ * import { deepEqual } from "node:assert/strict";
  * import { parseVersion } from "./version.ts";
- * parseVersion("1"); // [1, 0, 0]
+ * deepEqual(parseVersion("1"), [1, 0, 0]);
+ * deepEqual(parseVersion(""), [0, 1, 0]);
  * ```
  */
 export function parseVersion(version: string): VersionTuple {
