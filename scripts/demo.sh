@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The walkthrough as one command: build cnikit, attach a namespace with
-# ptp + host-local through cnitool, show its address, ping it, CHECK, DEL,
-# and clean up. It runs inside a throwaway namespace that plays the host, so
-# your machine's own links, routes and firewall are left alone.
+# The quick start as one command (as root, on Debian 12): install what is
+# missing (iproute2, iptables, nftables, Deno), build cnikit, attach a
+# namespace with ptp + host-local through cnitool, show its address, ping
+# it, CHECK, DEL, and clean up. It runs inside a throwaway namespace that
+# plays the host, so your machine's own links, routes and firewall are left
+# alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-[[ -x dist/bin/cnikit ]] || deno task build
+bash scripts/deps.sh run
+deno task build
 echo "== build: $(sed -n 's/.*"kind": "\(.*\)".*/\1/p' dist/build-info.json)"
 
 # The example network, with its IPAM store in a temporary directory.
