@@ -9,7 +9,8 @@ import { APPLET_NAMES, PLUGINS, TOOLS } from "./applets.ts";
 import { CniError, ErrorCode, toErrorObject } from "./lib/cni/errors.ts";
 import { registerInProcess } from "./lib/cni/invoke.ts";
 import { baseName, filePathOf } from "./lib/cni/paths.ts";
-import { CNIKIT_VERSION, pluginMain } from "./lib/cni/skel.ts";
+import { CNIKIT_VERSION } from "./lib/cni/about.ts";
+import { pluginMain } from "./lib/cni/skel.ts";
 import { CURRENT_VERSION } from "./lib/cni/spec/version.ts";
 
 /** The file this program runs as: the compiled binary, or the bundle launcher. */

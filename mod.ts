@@ -25,7 +25,6 @@
 
 export {
   type CmdArgs,
-  CNIKIT_VERSION,
   type Command,
   type Plugin,
   type PluginIO,

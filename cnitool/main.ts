@@ -8,7 +8,7 @@
 
 import { CniError } from "../lib/cni/errors.ts";
 import { sha512Hex } from "../lib/cni/hash.ts";
-import { CNIKIT_VERSION } from "../lib/cni/skel.ts";
+import { CNIKIT_VERSION } from "../lib/cni/about.ts";
 import { ALL_VERSIONS } from "../lib/cni/spec/version.ts";
 import { DEFAULT_CACHE_DIR } from "./cache.ts";
 import { DEFAULT_NETCONF_PATH, loadNetworkConf, type NetworkConfigList } from "./config.ts";

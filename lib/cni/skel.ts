@@ -8,6 +8,7 @@
  * @module
  */
 
+import { CNIKIT_VERSION } from "./about.ts";
 import { CniError, ErrorCode, toErrorObject } from "./errors.ts";
 import {
   isOwnNetns,
@@ -79,9 +80,6 @@ export interface PluginOutput {
   code: number;
   stdout: string;
 }
-
-/** The version string cnikit reports about itself. */
-export const CNIKIT_VERSION = "0.1.0";
 
 type Requirement = Partial<Record<Command, boolean>>;
 const ENV_TABLE: [string, Requirement, ((v: string) => void)?][] = [
