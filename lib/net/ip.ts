@@ -1,5 +1,5 @@
 /**
- * The `ip` tool (iproute2): many commands in one `ip -batch -` process,
+ * The iproute2 tools `ip` and `tc`: many commands in one `-batch -` process,
  * optionally inside a netns, with JSON output of the `show` commands parsed.
  * One spawn for a whole step is what keeps a plugin call fast.
  * @module
@@ -8,10 +8,10 @@
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import { run } from "./exec.ts";
 
-/** One `ip` command as an argument array, e.g. `["link", "set", "lo", "up"]`. */
+/** One `ip` (or `tc`) command as an argument array, e.g. `["link", "set", "lo", "up"]`. */
 export type IpCommand = string[];
 
-/** Options for {@link ipBatch}. */
+/** Options for {@link ipBatch} and {@link iprouteBatch}. */
 export interface IpOptions {
   /** Run inside this netns. */
   netns?: string;
@@ -29,7 +29,20 @@ function quote(arg: string): string {
  * Runs `commands` in one `ip -json -batch -` and returns the parsed output
  * of each command that printed JSON, in order.
  */
-export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): Promise<unknown[]> {
+export function ipBatch(commands: IpCommand[], options: IpOptions = {}): Promise<unknown[]> {
+  return iprouteBatch("ip", commands, options);
+}
+
+/**
+ * Runs `commands` in one `<tool> -json -batch -` (`ip` or `tc`, which read
+ * batches the same way and name the failing line the same way) and returns
+ * the parsed output of each command that printed JSON, in order.
+ */
+export async function iprouteBatch(
+  tool: "ip" | "tc",
+  commands: IpCommand[],
+  options: IpOptions = {},
+): Promise<unknown[]> {
   if (commands.length === 0) return [];
   const flags = [
     "-json",
@@ -39,7 +52,7 @@ export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): P
     "-",
   ];
   const stdin = commands.map((c) => c.map(quote).join(" ")).join("\n") + "\n";
-  const { code, stdout, stderr } = await run("ip", flags, {
+  const { code, stdout, stderr } = await run(tool, flags, {
     stdin,
     allowFailure: true,
     ...(options.netns ? { netns: options.netns } : {}),
@@ -49,8 +62,8 @@ export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): P
   if (code !== 0) {
     const failed = stderr.match(/Command failed -:(\d+)/);
     throw new IpBatchError(
-      `ip failed: ${stderr.trim() || `exit status ${code}`}`,
-      `ip ${flags.join(" ")}\n${stdin}`,
+      `${tool} failed: ${stderr.trim() || `exit status ${code}`}`,
+      `${tool} ${flags.join(" ")}\n${stdin}`,
       failed ? Number(failed[1]) : undefined,
       outputs,
     );
@@ -59,9 +72,10 @@ export async function ipBatch(commands: IpCommand[], options: IpOptions = {}): P
 }
 
 /**
- * A failed {@link ipBatch}: a code-5 CniError that also says which command
- * failed, so a caller can tell an expected failure (a link that already
- * exists) from a real one, and keeps the output of the commands before it.
+ * A failed {@link iprouteBatch}: a code-5 CniError that also says which
+ * command failed, so a caller can tell an expected failure (a link that
+ * already exists) from a real one, and keeps the output of the commands
+ * before it.
  */
 export class IpBatchError extends CniError {
   /** The 1-based index of the first failing command, when `ip` named it. */
@@ -90,6 +104,7 @@ export interface LinkInfo {
   ifname: string;
   flags: string[];
   mtu: number;
+  txqlen?: number;
   operstate?: string;
   address?: string;
   master?: string;
