@@ -10,8 +10,9 @@
 
 import * as z from "zod/mini";
 import { parseCniArgs } from "../../../lib/cni/args.ts";
-import { GoInt, goStruct, parseConf } from "../../../lib/cni/conf.ts";
-import { CniError, ErrorCode } from "../../../lib/cni/errors.ts";
+import { GoInt, goStruct, NETCONF_FIELDS, parseConf } from "../../../lib/cni/conf.ts";
+import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
+import { checkFailed } from "../../../lib/net/check.ts";
 import { toolPath } from "../../../lib/net/exec.ts";
 import { ipBatch, IpBatchError, type LinkInfo } from "../../../lib/net/ip.ts";
 import { getLink, parseMac, requireNetns } from "../../../lib/net/link.ts";
@@ -50,7 +51,7 @@ const Overrides = goStruct({
 });
 
 const TuningConf = goStruct({
-  name: z.string(),
+  ...NETCONF_FIELDS,
   dataDir: z.optional(z.string()),
   sysctl: z.optional(Sysctls),
   mac: z.optional(z.string()),
@@ -105,10 +106,8 @@ function loadTuning(args: CmdArgs): Tuning {
   const mtu = over.mtu ?? conf.mtu ?? 0;
   const txQLen = over.txQLen ?? conf.txQLen;
   const allmulti = over.allmulti ?? conf.allmulti;
-  if (mtu < 0) throw new CniError(ErrorCode.invalidNetworkConfig, `invalid mtu ${mtu}`);
-  if (txQLen !== undefined && txQLen < 0) {
-    throw new CniError(ErrorCode.invalidNetworkConfig, `invalid txQLen ${txQLen}`);
-  }
+  if (mtu < 0) throw invalidConfig(`invalid mtu ${mtu}`);
+  if (txQLen !== undefined && txQLen < 0) throw invalidConfig(`invalid txQLen ${txQLen}`);
   const link: LinkAttrs = {};
   if (mac) link.mac = mac;
   if (promisc) link.promisc = true;
@@ -130,9 +129,7 @@ function sysctlFiles(tuning: Tuning, ifname: string): [string, string][] {
 }
 
 function requirePrev(args: CmdArgs): Result {
-  if (!args.prevResult) {
-    throw new CniError(ErrorCode.invalidNetworkConfig, "Required prevResult missing");
-  }
+  if (!args.prevResult) throw invalidConfig("Required prevResult missing");
   return args.prevResult;
 }
 
@@ -267,9 +264,6 @@ async function check(args: CmdArgs): Promise<void> {
   const files = sysctlFiles(tuning, args.ifname);
   requirePrev(args);
   requireNetns(args.netns);
-  const fail = (msg: string): never => {
-    throw new CniError(ErrorCode.internal, msg);
-  };
   const words = (s: string) => s.trim().split(/\s+/).join(" ");
   const current = withNetnsSync(args.netns, () =>
     files.map(([file]) => {
@@ -281,10 +275,10 @@ async function check(args: CmdArgs): Promise<void> {
     }));
   for (const [i, [file, want]] of files.entries()) {
     const have = current[i]!;
-    if (have instanceof Error) fail(`failed to read ${file}: ${have.message}`);
+    if (have instanceof Error) checkFailed(`failed to read ${file}: ${have.message}`);
     // The kernel separates the numbers of a multi-value sysctl with tabs.
     if (words(have as string) !== words(want)) {
-      fail(
+      checkFailed(
         `Error: Tuning configured value of ${file} is ${want}, current value is ${
           (have as string).replace(/\n$/, "")
         }`,
@@ -292,36 +286,36 @@ async function check(args: CmdArgs): Promise<void> {
     }
   }
   const link = await getLink(args.ifname, args.netns) ??
-    fail(`Cannot find container link ${args.ifname}`);
+    checkFailed(`Cannot find container link ${args.ifname}`);
   const want = tuning.link;
   if (want.mac && want.mac !== link.address) {
-    fail(
+    checkFailed(
       `Error: Tuning configured Ethernet of ${args.ifname} is ${want.mac}, current value is ${link.address}`,
     );
   }
   const promisc = link.flags.includes("PROMISC");
   if (promisc !== tuning.promisc) {
-    fail(
+    checkFailed(
       `Error: Tuning link ${args.ifname} configured promisc is ${tuning.promisc}, current value is ${
         promisc ? 1 : 0
       }`,
     );
   }
   if (want.mtu && want.mtu !== link.mtu) {
-    fail(
+    checkFailed(
       `Error: Tuning configured MTU of ${args.ifname} is ${want.mtu}, current value is ${link.mtu}`,
     );
   }
   const allmulti = link.flags.includes("ALLMULTI");
   if (want.allmulti !== undefined && want.allmulti !== allmulti) {
-    fail(
+    checkFailed(
       `Error: Tuning configured all-multicast mode of ${args.ifname} is ${want.allmulti}, current value is ${allmulti}`,
     );
   }
   // `ip -j` leaves a queue length of 0 out.
   const txqlen = link.txqlen ?? 0;
   if (want.txQLen !== undefined && want.txQLen !== txqlen) {
-    fail(
+    checkFailed(
       `Error: Tuning configured Transmit Queue Length of ${args.ifname} is ${want.txQLen}, current value is ${txqlen}`,
     );
   }

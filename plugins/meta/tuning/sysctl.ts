@@ -5,7 +5,7 @@
  * @module
  */
 
-import { CniError, ErrorCode } from "../../../lib/cni/errors.ts";
+import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
 
 /** Where the reference reads the admin's allowlist; CNIKIT_TUNING_ALLOWLIST overrides it. */
 export const DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf";
@@ -36,10 +36,7 @@ export function sysctlPath(key: string, ifname: string): string {
   const substituted = relative.replace("IFNAME", ifname);
   const file = cleanPath(`/proc/sys/${substituted}`);
   if (!file.startsWith("/proc/sys/net/")) {
-    throw new CniError(
-      ErrorCode.invalidNetworkConfig,
-      `invalid net sysctl key: ${JSON.stringify(substituted)}`,
-    );
+    throw invalidConfig(`invalid net sysctl key: ${JSON.stringify(substituted)}`);
   }
   return file;
 }
@@ -73,16 +70,14 @@ export function checkAllowlist(keys: Iterable<string>, allowlist: string[]): voi
     try {
       return new RegExp(p);
     } catch (e) {
-      throw new CniError(
-        ErrorCode.invalidNetworkConfig,
+      throw invalidConfig(
         `invalid pattern ${JSON.stringify(p)} in the sysctl allowlist: ${(e as Error).message}`,
       );
     }
   });
   for (const key of keys) {
     if (!patterns.some((p) => p.test(key))) {
-      throw new CniError(
-        ErrorCode.invalidNetworkConfig,
+      throw invalidConfig(
         `Sysctl ${key} is not allowed. Only the following sysctls are allowed: [${
           allowlist.join(" ")
         }]`,
@@ -149,8 +144,7 @@ export function checkDuplicateSysctlKeys(raw: string): void {
       while (raw[i] !== "}") {
         const name = string();
         if (seen.has(name)) {
-          throw new CniError(
-            ErrorCode.invalidNetworkConfig,
+          throw invalidConfig(
             "duplicated sysctl keys are not allowed",
             `key ${JSON.stringify(name)}`,
           );
