@@ -34,6 +34,12 @@ export const PLUGINS: readonly PluginApplet[] = [
 /** The tools. */
 export const TOOLS: readonly Tool[] = [
   { name: "cnitool", run: async (args) => (await import("./cnitool/main.ts")).cnitoolMain(args) },
+  { name: "agent", run: async (args) => (await import("./agent/main.ts")).agentMain(args) },
+  {
+    name: "install",
+    run: async (args) =>
+      (await import("./agent/install.ts")).installMain(args, PLUGINS.map((p) => p.name)),
+  },
 ];
 
 /** Every applet name: the plugins, then the tools. */

@@ -8,16 +8,10 @@
 import { APPLET_NAMES, PLUGINS, TOOLS } from "./applets.ts";
 import { CniError, ErrorCode, toErrorObject } from "./lib/cni/errors.ts";
 import { registerInProcess } from "./lib/cni/invoke.ts";
-import { baseName, filePathOf } from "./lib/cni/paths.ts";
+import { baseName, executablePath } from "./lib/cni/paths.ts";
 import { CNIKIT_VERSION } from "./lib/cni/about.ts";
 import { pluginMain } from "./lib/cni/skel.ts";
 import { CURRENT_VERSION } from "./lib/cni/spec/version.ts";
-
-/** The file this program runs as: the compiled binary, or the bundle launcher. */
-function executablePath(): string {
-  if (Deno.build.standalone) return Deno.execPath();
-  return Deno.mainModule.startsWith("file:") ? filePathOf(Deno.mainModule) : Deno.execPath();
-}
 
 /** The name the program was started under, as busybox reads argv[0]. */
 async function invokedName(): Promise<string> {

@@ -15,3 +15,9 @@ export function baseName(path: string): string {
 export function filePathOf(url: string): string {
   return decodeURIComponent(new URL(url).pathname);
 }
+
+/** The file this program runs as: the compiled binary, or the bundle launcher. */
+export function executablePath(): string {
+  if (Deno.build.standalone) return Deno.execPath();
+  return Deno.mainModule.startsWith("file:") ? filePathOf(Deno.mainModule) : Deno.execPath();
+}

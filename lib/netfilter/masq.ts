@@ -19,7 +19,7 @@
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import { run, toolPath } from "../net/exec.ts";
 import { chainComment, chainName, hashedName } from "../cni/hash.ts";
-import { formatCIDR, formatIP, type IPNet, networkOf } from "../cni/ipnet.ts";
+import { formatCIDR, formatIP, type IPNet, networkOf, parseCIDR } from "../cni/ipnet.ts";
 import type { GCAttachment } from "../cni/spec/schemas.ts";
 
 /** The netfilter front end used for masquerade rules. */
@@ -281,5 +281,75 @@ export async function gcMasq(network: string, valid: GCAttachment[]): Promise<vo
         )
       ),
     ],
+  ]);
+}
+
+// ---- node-wide masquerade -----------------------------------------------------
+
+/**
+ * One masquerade rule set for a whole node (the node agent's): traffic from
+ * `source` (the node's pod subnet) to anywhere but `exclude` (the cluster
+ * CIDR) and multicast leaves with the node's address. Per-attachment rules
+ * ({@link setupMasq}) cannot do this: they exempt only the attachment's own
+ * subnet, so pod-to-pod traffic between nodes would be masqueraded too.
+ */
+export interface NodeMasq {
+  /** The iptables chain (nat table) or the nftables table (`ip` family) that holds the rules. */
+  name: string;
+  source: IPNet;
+  exclude: IPNet[];
+  /** Put on every rule, so a reader of the ruleset knows whose they are. */
+  comment: string;
+}
+
+function nodeMasqIptables(spec: NodeMasq, saved: string[]): string[] {
+  const comment = `-m comment --comment ${quoteComment(spec.comment)}`;
+  const jump = `-A POSTROUTING -s ${formatCIDR(networkOf(spec.source))} ${comment} -j ${spec.name}`;
+  // A jump for an earlier subnet of the node goes; the chain is rewritten
+  // whole (declaring it in a --noflush restore flushes it).
+  const lines = saved.filter((l) =>
+    l.startsWith("-A POSTROUTING ") && l.endsWith(` -j ${spec.name}`)
+  )
+    .filter((l) => l !== jump).map((l) => l.replace(/^-A/, "-D"));
+  lines.push(`:${spec.name} - [0:0]`);
+  for (const net of [...spec.exclude.map(networkOf), parseCIDR("224.0.0.0/4")!]) {
+    lines.push(`-A ${spec.name} -d ${formatCIDR(net)} ${comment} -j RETURN`);
+  }
+  lines.push(`-A ${spec.name} ${comment} -j MASQUERADE`);
+  if (!saved.includes(jump)) lines.push(jump);
+  return lines;
+}
+
+/** Installs or rewrites a node-wide masquerade rule set (IPv4), atomically. Requires root. */
+export async function setupNodeMasq(spec: NodeMasq, backend?: MasqBackend): Promise<void> {
+  if ((backend ?? defaultBackend()) === "iptables") {
+    await restore(4, nodeMasqIptables(spec, await natRules(4)));
+    return;
+  }
+  const t = `ip ${spec.name}`;
+  const exempt = [...spec.exclude.map(networkOf), parseCIDR("224.0.0.0/4")!].map(formatCIDR);
+  await nft([
+    `add table ${t}`,
+    `delete table ${t}`,
+    `add table ${t} { comment ${JSON.stringify(spec.comment)} ; }`,
+    `add chain ${t} postrouting { type nat hook postrouting priority srcnat ; }`,
+    `add rule ${t} postrouting ip saddr ${formatCIDR(networkOf(spec.source))} ip daddr != { ${
+      exempt.join(", ")
+    } } masquerade comment ${JSON.stringify(spec.comment)}`,
+  ]);
+}
+
+/** Removes a node-wide masquerade rule set from both backends; absent is fine. */
+export async function teardownNodeMasq(name: string): Promise<void> {
+  const iptables = async () => {
+    const saved = await natRules(4);
+    const lines = saved.filter((l) => l.startsWith("-A POSTROUTING ") && l.endsWith(` -j ${name}`))
+      .map((l) => l.replace(/^-A/, "-D"));
+    if (saved.some((l) => l.startsWith(`:${name} `))) lines.push(`-F ${name}`, `-X ${name}`);
+    await restore(4, lines);
+  };
+  await collect([
+    ["iptables-save", iptables()],
+    ["nft", nft([`add table ip ${name}`, `delete table ip ${name}`])],
   ]);
 }

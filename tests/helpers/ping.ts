@@ -81,3 +81,58 @@ export async function ping(from: TestNetns, ip: string, seconds = 5): Promise<bo
     closeLibc();
   }
 }
+
+/**
+ * The addresses of `ips` (IPv4) that did not answer an echo from `from`
+ * within `seconds`: one ICMP socket, a request to every address still
+ * silent every 300 ms, replies told apart by their source. A sweep of
+ * hundreds of pods in a fraction of a second, with no process per address.
+ */
+export async function pingSweep(from: TestNetns, ips: string[], seconds = 10): Promise<string[]> {
+  const libc = Deno.dlopen("libc.so.6", {
+    ...SYMBOLS,
+    recvfrom: {
+      parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"],
+      result: "isize",
+    },
+  });
+  const c = libc.symbols;
+  const silent = new Set(ips);
+  try {
+    const fd = withNetnsSync(from.path, () => {
+      Deno.writeTextFileSync("/proc/sys/net/ipv4/ping_group_range", "0 0");
+      return c.socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+    });
+    if (fd < 0) throw new Error("cannot open an ICMP socket");
+    try {
+      const timeout = new Uint8Array(16);
+      new DataView(timeout.buffer).setBigInt64(8, 50_000n, true); // 50 ms
+      c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeout, 16);
+      const reply = new Uint8Array(1500);
+      const source = new Uint8Array(16);
+      const sourceLen = new Uint8Array(4);
+      const deadline = Date.now() + seconds * 1000;
+      for (let round = 1; silent.size > 0 && Date.now() < deadline; round++) {
+        for (const ip of silent) {
+          const echo = new Uint8Array([8, 0, 0, 0, 0, 0, round >> 8, round & 0xff]);
+          const dest = sockaddr(ip);
+          c.sendto(fd, echo, BigInt(echo.length), 0, dest, dest.length);
+        }
+        const until = Math.min(deadline, Date.now() + 300);
+        while (silent.size > 0 && Date.now() < until) {
+          new DataView(sourceLen.buffer).setUint32(0, 16, true);
+          const n = Number(c.recvfrom(fd, reply, BigInt(reply.length), 0, source, sourceLen));
+          if (n < 8 || reply[0] !== 0) continue;
+          silent.delete(Array.from(source.subarray(4, 8)).join("."));
+        }
+        await new Promise((r) => setTimeout(r, 0));
+      }
+      return [...silent];
+    } finally {
+      c.close(fd);
+    }
+  } finally {
+    libc.close();
+    closeLibc();
+  }
+}
