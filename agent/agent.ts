@@ -175,6 +175,7 @@ export class Agent {
   readonly #stop = new AbortController();
   #watchAbort?: AbortController;
   #syncing: Promise<void> = Promise.resolve();
+  #keepingAlive: Promise<void> = Promise.resolve();
   #reregistering?: Promise<void>;
   #fail!: (e: AgentExit) => void;
   readonly #failed = new Promise<AgentExit>((resolve) => this.#fail = resolve);
@@ -207,6 +208,8 @@ export class Agent {
     try {
       await this.#start();
     } catch (e) {
+      this.#stop.abort();
+      await this.#keepingAlive;
       throw this.#asExit(e);
     }
     const stopped = new Promise<"signal">((resolve) => {
@@ -214,7 +217,7 @@ export class Agent {
       Deno.addSignalListener("SIGTERM", onSignal);
       Deno.addSignalListener("SIGINT", onSignal);
     });
-    const loops = Promise.all([this.#keepAliveLoop(), this.#watchLoop()]);
+    const loops = Promise.all([this.#keepingAlive, this.#watchLoop()]);
     const outcome = await Promise.race([stopped, this.#failed]);
     this.#stop.abort();
     await loops;
@@ -253,6 +256,8 @@ export class Agent {
       ? parseCIDR(saved.subnet) ?? undefined
       : undefined;
     this.#lease = await this.#etcd.grantLease(o.leaseTTL);
+    // From now on, however long the rest of the start takes.
+    this.#keepingAlive = this.#keepAliveLoop();
     const acquired = await this.#registry.acquire(this.#lease, this.#record, preferred);
     this.#subnet = acquired.subnet;
     this.#key = acquired.key;
@@ -423,7 +428,7 @@ export class Agent {
         // A watch stream can hang on a connection etcd no longer serves;
         // a fresh one resumes from the last revision seen.
         if (!wasReachable) this.#watchAbort?.abort();
-        if (ttl <= 0) await this.#reregister(`lease ${this.#lease} expired`);
+        if (ttl <= 0 && this.#key) await this.#reregister(`lease ${this.#lease} expired`);
       } catch (e) {
         if (e instanceof EtcdUnavailable) this.#setReachable(false, e.message);
         else log(`lease refresh failed: ${errorText(e)}`);

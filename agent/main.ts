@@ -62,7 +62,8 @@ export const LIST_FLAGS: readonly FlagSpec[] = [
   },
 ];
 
-const RUN_FLAGS: readonly FlagSpec[] = [
+/** The flags of `cnikit agent run`. */
+export const RUN_FLAGS: readonly FlagSpec[] = [
   { name: "etcd-endpoints", value: "URL,...", help: "etcd client URLs (required)" },
   {
     name: "etcd-prefix",

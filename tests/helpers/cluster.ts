@@ -186,7 +186,9 @@ export class TestNode {
     const ns = await TestNetns.create("ckp");
     this.cluster.namespaces.push(ns);
     const out = await this.cnitool("add", ns);
-    if (out.code !== 0) throw new Error(`cnitool add on ${this.name} failed: ${out.stdout}${out.stderr}`);
+    if (out.code !== 0) {
+      throw new Error(`cnitool add on ${this.name} failed: ${out.stdout}${out.stderr}`);
+    }
     const ip = JSON.parse(out.stdout).ips[0].address.split("/")[0];
     const pod = { ns, ip, node: this };
     this.pods.push(pod);
@@ -196,7 +198,9 @@ export class TestNode {
   /** Removes a pod with DEL, then its namespace. */
   async delPod(pod: Pod): Promise<void> {
     const out = await this.cnitool("del", pod.ns);
-    if (out.code !== 0) throw new Error(`cnitool del on ${this.name} failed: ${out.stdout}${out.stderr}`);
+    if (out.code !== 0) {
+      throw new Error(`cnitool del on ${this.name} failed: ${out.stdout}${out.stderr}`);
+    }
     await pod.ns.remove();
     this.pods.splice(this.pods.indexOf(pod), 1);
   }
@@ -386,6 +390,47 @@ export class TestCluster {
   }
 }
 
+/** Retries `check` (an assertion) every 100 ms until it passes; after `seconds` its last failure is thrown. */
+export async function eventually(check: () => Promise<void>, seconds = 5): Promise<void> {
+  const deadline = Date.now() + seconds * 1000;
+  while (true) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() >= deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** Prints every agent's log (what explains most failures here). */
+export function dumpLogs(cluster: TestCluster): void {
+  for (const node of cluster.nodes) {
+    if (node.agent) console.error(`--- agent of ${node.name} ---\n${node.agent.log}`);
+  }
+}
+
+/**
+ * A step of a cluster test: the agents' logs are printed when it fails
+ * (a failed step does not throw out of the test function).
+ */
+export async function clusterStep(
+  t: Deno.TestContext,
+  cluster: TestCluster,
+  name: string,
+  fn: () => Promise<void>,
+): Promise<void> {
+  const ok = await t.step(name, async () => {
+    try {
+      await fn();
+    } catch (e) {
+      dumpLogs(cluster);
+      throw e;
+    }
+  });
+  if (!ok) throw new Error(`step failed: ${name}`);
+}
+
 /** Runs `fn` with a fresh cluster, closed afterwards even when `fn` fails. */
 export async function withCluster(
   options: ClusterOptions,
@@ -395,10 +440,7 @@ export async function withCluster(
   try {
     await fn(cluster);
   } catch (e) {
-    // The agents' own words are what explains most failures here.
-    for (const node of cluster.nodes) {
-      if (node.agent) console.error(`--- agent of ${node.name} ---\n${node.agent.log}`);
-    }
+    if (!(e instanceof Error && e.message.startsWith("step failed: "))) dumpLogs(cluster);
     throw e;
   } finally {
     await cluster.close();

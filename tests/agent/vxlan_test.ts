@@ -1,0 +1,3 @@
+import { agentScenario } from "../helpers/agent_scenario.ts";
+
+agentScenario("vxlan");
