@@ -17,8 +17,7 @@
  */
 
 import { formatCIDR, formatIP, type IPNet } from "../lib/cni/ipnet.ts";
-import { run } from "../lib/net/exec.ts";
-import { ipBatch, type IpCommand, type LinkInfo } from "../lib/net/ip.ts";
+import { ipBatch, type IpCommand, iprouteBatch, type LinkInfo } from "../lib/net/ip.ts";
 import { deleteLink, getLink } from "../lib/net/link.ts";
 import { enableForwarding } from "../lib/net/sysctl.ts";
 import type { Backend } from "./registry.ts";
@@ -293,8 +292,8 @@ export class Dataplane {
       if (!peer || peer.vtepMAC !== n.lladdr) ip.push(["neigh", "del", n.dst, "dev", this.#device]);
     }
     const wanted = new Set([...desired.values()].map((p) => `${p.vtepMAC}@${p.publicIP}`));
-    const { stdout } = await run("bridge", ["-j", "fdb", "show", "dev", this.#device]);
-    for (const entry of JSON.parse(stdout || "[]") as FdbJ[]) {
+    const [fdb] = await iprouteBatch("bridge", [["fdb", "show", "dev", this.#device]]) as [FdbJ[]];
+    for (const entry of fdb ?? []) {
       if (entry.state !== "permanent" || !entry.dst) continue;
       if (!wanted.has(`${entry.mac}@${entry.dst}`)) {
         bridge.push(["fdb", "del", entry.mac, "dev", this.#device, "dst", entry.dst, "self"]);
@@ -304,9 +303,6 @@ export class Dataplane {
   }
 
   async #bridge(commands: IpCommand[]): Promise<void> {
-    if (commands.length === 0) return;
-    await run("bridge", ["-force", "-batch", "-"], {
-      stdin: commands.map((c) => c.join(" ")).join("\n") + "\n",
-    });
+    await iprouteBatch("bridge", commands, { force: true });
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The iproute2 tools `ip` and `tc`: many commands in one `-batch -` process,
+ * The iproute2 tools `ip`, `tc` and `bridge`: many commands in one `-batch -` process,
  * optionally inside a netns, with JSON output of the `show` commands parsed.
  * One spawn for a whole step is what keeps a plugin call fast.
  * @module
@@ -34,12 +34,12 @@ export function ipBatch(commands: IpCommand[], options: IpOptions = {}): Promise
 }
 
 /**
- * Runs `commands` in one `<tool> -json -batch -` (`ip` or `tc`, which read
- * batches the same way and name the failing line the same way) and returns
+ * Runs `commands` in one `<tool> -json -batch -` (`ip`, `tc` or `bridge`,
+ * which read batches the same way and name the failing line the same way) and returns
  * the parsed output of each command that printed JSON, in order.
  */
 export async function iprouteBatch(
-  tool: "ip" | "tc",
+  tool: "ip" | "tc" | "bridge",
   commands: IpCommand[],
   options: IpOptions = {},
 ): Promise<unknown[]> {
