@@ -10,12 +10,8 @@ import {
   verifyAttachment,
   vlans,
 } from "../../helpers/bridge.ts";
-import {
-  canNetns,
-  TestNetns,
-  withDataDirAndNamespaces,
-  withNamespaces,
-} from "../../helpers/netns.ts";
+import { canNetns, withDataDirAndNamespaces, withNamespaces } from "../../helpers/netns.ts";
+import { probeKernel } from "../../helpers/kernel_features.ts";
 import {
   collectVlanTrunk,
   gatewayAddressCommands,
@@ -26,19 +22,7 @@ import {
 import { parseCIDR } from "../../../lib/cni/ipnet.ts";
 import { CniError } from "../../../lib/cni/errors.ts";
 
-/** Whether this kernel has bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING). */
-const canFilterVlans = await (async () => {
-  if (!canNetns) return false;
-  const ns = await TestNetns.create("ckv");
-  try {
-    await ns.exec("ip", ["link", "add", "probe0", "type", "bridge", "vlan_filtering", "1"]);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await ns.remove();
-  }
-})();
+const canFilterVlans = (await probeKernel(["bridge-vlan-filtering"]))["bridge-vlan-filtering"];
 
 const ready = !canNetns || !haveReference;
 
