@@ -88,6 +88,12 @@ export class IpBatchError extends CniError {
     this.line = line;
     this.outputs = outputs;
   }
+
+  /** What `ip` said, without the batch bookkeeping (`Command failed -:N`). */
+  get said(): string {
+    return this.message.replace(/^(ip|tc) failed: /, "").split("\n")
+      .filter((line) => !line.startsWith("Command failed")).join("; ");
+  }
 }
 
 /** An address as `ip -j addr` reports it. */

@@ -1,14 +1,15 @@
 /**
  * Links: veth pairs between the host and a container, lookups and deletion.
- * A pair is made by one `ip -batch` in the host namespace, with the container
- * end created straight inside the container's namespace and both MAC
- * addresses chosen here, so no second process is needed to learn them.
+ * A pair is made by one `ip -batch` in the host namespace ({@link createVeth},
+ * the only place that makes one), with the container end created straight
+ * inside the container's namespace and both MAC addresses chosen here, so no
+ * second process is needed to learn them.
  * @module
  */
 
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import { randomHex, toHex } from "../cni/hash.ts";
-import { ipBatch, type IpCommand, type LinkInfo } from "./ip.ts";
+import { ipBatch, IpBatchError, type IpCommand, type LinkInfo } from "./ip.ts";
 import { run } from "./exec.ts";
 import { netnsExists } from "./netns.ts";
 import type { Result } from "../cni/spec/schemas.ts";
@@ -43,15 +44,72 @@ export interface VethEnd {
 
 /** Options for {@link createVeth}. */
 export interface VethOptions {
-  /** The container's netns path. */
-  netns: string;
-  /** The container end's name (CNI_IFNAME). */
+  /** The netns of the end named `ifname`; absent: both ends stay here. */
+  netns?: string;
+  /** The name of the end that is not the host end (CNI_IFNAME in the container). */
   ifname: string;
+  /** MTU of both ends. */
   mtu?: number;
-  /** MAC of the container end; random when absent. */
+  /** MAC of the `ifname` end; random when absent. */
   containerMac?: string;
-  /** Extra `ip` commands to run in the host namespace in the same batch (e.g. enslaving). */
-  hostCommands?: (hostName: string) => IpCommand[];
+  /** `ip` commands for this namespace that run first in the same batch (a bridge made, brought up). */
+  before?: IpCommand[];
+  /** `ip` commands for this namespace after the pair is made and its host end up, given that end's name. */
+  after?: (hostName: string) => IpCommand[];
+  /** Global `ip` flags for the batch, e.g. `["-d"]` for details in the `show` outputs. */
+  flags?: string[];
+  /**
+   * A failure of the batch's last line whose message matches this is no
+   * failure: a `show` of a link that may not exist. `ip` stops at the first
+   * failing line, so only the last one can be optional.
+   */
+  optionalLast?: RegExp;
+}
+
+/** What {@link createVeth} made, and what the `show` commands of its batch printed. */
+export interface Veth {
+  /** `veth<8 hex>`, up, here. */
+  host: VethEnd;
+  /** The `ifname` end, down, in the netns (or here). */
+  container: VethEnd;
+  /** The parsed outputs of the `show` commands in `before` and `after`, in order. */
+  outputs: unknown[];
+}
+
+/**
+ * A failure of one of the caller's own lines (`before` or `after`) in the
+ * batch of {@link createVeth}; the pair is gone again. `index` is the line's
+ * 0-based position in its list, `outputs` what the `show` lines before it
+ * printed.
+ */
+export class VethBatchError extends CniError {
+  readonly part: "before" | "after";
+  readonly index: number;
+  readonly outputs: unknown[];
+  /** What `ip` said, without the batch bookkeeping. */
+  readonly said: string;
+
+  constructor(part: "before" | "after", index: number, cause: IpBatchError) {
+    super(cause.code, cause.message, cause.details);
+    this.part = part;
+    this.index = index;
+    this.outputs = cause.outputs;
+    this.said = cause.said;
+  }
+}
+
+/** The end named `ifname` already exists where it was to be made. */
+export class LinkExistsError extends CniError {
+  /** The name that is taken. */
+  readonly ifname: string;
+
+  constructor(ifname: string, hostName: string) {
+    super(
+      ErrorCode.internal,
+      `container veth name "${ifname}" peer provided ("${hostName}") already exists`,
+    );
+    this.ifname = ifname;
+  }
 }
 
 /** Throws code 3 when a container netns path does not exist. */
@@ -66,12 +124,11 @@ export function requireNetns(netns: string): void {
 
 /**
  * The `ip link add` that makes a veth pair with both MACs chosen: `host` in
- * this namespace, `container` straight inside `netns` (or here too, when
- * `netns` is undefined).
+ * this namespace, `peer` straight inside `netns` (or here too).
  */
-export function vethAddCommand(
+function vethAddCommand(
   host: VethEnd,
-  container: VethEnd,
+  peer: VethEnd,
   netns: string | undefined,
   mtu?: number,
 ): IpCommand {
@@ -87,50 +144,65 @@ export function vethAddCommand(
     "veth",
     "peer",
     "name",
-    container.name,
+    peer.name,
     ...mtuArgs,
     "address",
-    container.mac,
+    peer.mac,
     ...(netns ? ["netns", netns] : []),
   ];
 }
 
+/** The reference tries ten random host names before it gives up. */
+const HOST_NAME_TRIES = 10;
+
 /**
- * Creates a veth pair: `veth<8 hex>` up in the host namespace (accept_ra off)
- * and `ifname` down inside the container. Requires CAP_NET_ADMIN.
+ * The one way cnikit makes a veth pair: `veth<8 hex>` up in this namespace
+ * (accept_ra off) and `ifname` down inside `netns`, both MACs chosen here,
+ * in one `ip -batch` together with the caller's `before` and `after`
+ * commands (ptp's host routes, bridge's bridge and port flags), so an
+ * attachment's whole host side costs one process. A clash of the random
+ * host name is retried with another; anything that fails after the pair was
+ * made removes it again. Requires CAP_NET_ADMIN.
+ *
+ * @throws {LinkExistsError} when `ifname` is taken where it was to be made
+ * @throws {VethBatchError} when one of the caller's lines fails
  */
-export async function createVeth(
-  options: VethOptions,
-): Promise<{ host: VethEnd; container: VethEnd }> {
-  requireNetns(options.netns);
+export async function createVeth(options: VethOptions): Promise<Veth> {
+  if (options.netns !== undefined) requireNetns(options.netns);
+  const before = options.before ?? [];
   const container = { name: options.ifname, mac: options.containerMac ?? randomMac() };
-  for (let attempt = 0;; attempt++) {
+  for (let attempt = 1;; attempt++) {
     const host = { name: `veth${randomHex(4)}`, mac: randomMac() };
+    const after = options.after?.(host.name) ?? [];
+    const vethLine = before.length + 1;
+    const commands = [
+      ...before,
+      vethAddCommand(host, container, options.netns, options.mtu),
+      ["link", "set", host.name, "up"],
+      ...after,
+    ];
+    let outputs: unknown[];
     try {
-      await ipBatch([
-        vethAddCommand(host, container, options.netns, options.mtu),
-        ["link", "set", host.name, "up"],
-        ...(options.hostCommands?.(host.name) ?? []),
-      ]);
+      outputs = await ipBatch(commands, options.flags ? { flags: options.flags } : {});
     } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
-      // `ip -batch` names the failing line: past line 1 the pair exists.
-      const pairMade = !/Command failed -:1\b/.test(message);
-      if (pairMade) await deleteLink(host.name).catch(() => {});
-      const nameTaken = !pairMade && /File exists/.test(message);
-      // A random host name can clash; the reference tries ten names.
-      if (nameTaken && attempt < 9 && await linkExists(host.name)) continue;
-      if (nameTaken) {
-        throw new CniError(
-          ErrorCode.internal,
-          `container veth name "${container.name}" peer provided ("${host.name}") already exists`,
-        );
+      if (!(e instanceof IpBatchError)) throw e;
+      const failed = e.line ?? commands.length;
+      if (e.line === commands.length && after.length && options.optionalLast?.test(e.said)) {
+        outputs = e.outputs;
+      } else {
+        if (failed > vethLine) await deleteLink(host.name).catch(() => {});
+        if (failed < vethLine) throw new VethBatchError("before", failed - 1, e);
+        if (failed > vethLine + 1) throw new VethBatchError("after", failed - vethLine - 2, e);
+        if (failed === vethLine && /File exists/.test(e.said)) {
+          if (attempt < HOST_NAME_TRIES && await linkExists(host.name)) continue;
+          throw new LinkExistsError(container.name, host.name);
+        }
+        throw new CniError(ErrorCode.ioFailure, `failed to make veth pair: ${e.said}`, e.details);
       }
-      throw new CniError(ErrorCode.internal, `failed to make veth pair: ${(e as Error).message}`);
     }
     // Best effort as in the reference: the key is missing when IPv6 is disabled.
     trySysctls({ [`net/ipv6/conf/${host.name}/accept_ra`]: "0" });
-    return { host, container };
+    return { host, container, outputs };
   }
 }
 

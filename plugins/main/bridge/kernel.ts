@@ -14,23 +14,16 @@
 
 import { CniError, ErrorCode } from "../../../lib/cni/errors.ts";
 import { run } from "../../../lib/net/exec.ts";
-import { randomHex } from "../../../lib/cni/hash.ts";
 import { addrCommand } from "../../../lib/net/iface.ts";
-import {
-  type AddrInfo,
-  ipBatch,
-  IpBatchError,
-  type IpCommand,
-  type LinkInfo,
-} from "../../../lib/net/ip.ts";
+import { type AddrInfo, type IpCommand, type LinkInfo } from "../../../lib/net/ip.ts";
 import { contains, formatCIDR, type IPNet, parseCIDR } from "../../../lib/cni/ipnet.ts";
 import {
+  createVeth,
   deleteLink,
   getLink,
-  linkExists,
   randomMac,
   requireNetns,
-  vethAddCommand,
+  VethBatchError,
   type VethEnd,
 } from "../../../lib/net/link.ts";
 import { trySysctls } from "../../../lib/net/sysctl.ts";
@@ -85,16 +78,11 @@ export interface Attached {
   other?: LinkInfo;
 }
 
+/** Tries of the bridge's batch when a guess about the bridge's existence was wrong. */
 const ATTEMPTS = 6;
 
 function onOff(value: boolean): string {
   return value ? "on" : "off";
-}
-
-/** What `ip` said, without the batch bookkeeping. */
-function ipSaid(e: Error): string {
-  return e.message.replace(/^ip failed: /, "").split("\n")
-    .filter((line) => !line.startsWith("Command failed")).join("; ");
 }
 
 function notABridge(name: string): CniError {
@@ -122,10 +110,29 @@ function sysfsHint(name: string): "bridge" | "other" | "missing" | "unknown" {
   return stat(`/sys/class/net/${name}/bridge`) ? "bridge" : "other";
 }
 
+/** The commands that make `port` a bridge port with `flags`. */
+function portCommands(port: string, bridge: string, flags: PortFlags): IpCommand[] {
+  return [
+    ["link", "set", port, "master", bridge],
+    [
+      "link",
+      "set",
+      port,
+      "type",
+      "bridge_slave",
+      "hairpin",
+      onOff(flags.hairpin),
+      "isolated",
+      onOff(flags.isolated),
+    ],
+  ];
+}
+
 /**
  * Makes sure the bridge exists and is up, and attaches a new veth pair to
- * it: the host end `veth<8 hex>` becomes an up port with the given flags,
- * the container end is made inside the container's netns, down. One `ip`
+ * it (lib/net/link's createVeth, with the bridge's lines in the same batch):
+ * the host end `veth<8 hex>` becomes an up port with the given flags, the
+ * container end is made inside the container's netns, down. One `ip`
  * process in the common case. On failure nothing of the pair is left.
  */
 export async function attachToBridge(o: AttachOptions): Promise<Attached> {
@@ -138,102 +145,76 @@ export async function attachToBridge(o: AttachOptions): Promise<Attached> {
     if (link && link.linkinfo?.info_kind !== "bridge") throw notABridge(br.name);
   }
   let create = hint === "missing";
-  const container = { name: o.ifname, mac: o.containerMac ?? randomMac() };
   for (let attempt = 1;; attempt++) {
-    const host = { name: `veth${randomHex(4)}`, mac: randomMac() };
-    const commands: IpCommand[] = [];
-    const line = (command: IpCommand) => commands.push(command);
-    const createLine = create
-      ? line([
-        "link",
-        "add",
-        br.name,
-        ...(br.mtu ? ["mtu", String(br.mtu)] : []),
-        ...(br.ownMac ? ["address", randomMac()] : []),
-        "type",
-        "bridge",
-        ...(br.vlanFiltering ? ["vlan_filtering", "1"] : []),
-      ])
-      : 0;
-    const upLine = line(["link", "set", br.name, ...(br.promisc ? ["promisc", "on"] : []), "up"]);
-    // `addr show`, not `link show`: in a batch, `link show` leaves ip set to
-    // the link family, and every later `addr show` prints no addresses.
-    line(["addr", "show", "dev", br.name]);
-    const vethLine = line(vethAddCommand(host, container, o.netns, o.mtu));
-    line(["link", "set", host.name, "up"]);
-    line(["link", "set", host.name, "master", br.name]);
-    line([
-      "link",
-      "set",
-      host.name,
-      "type",
-      "bridge_slave",
-      "hairpin",
-      onOff(o.port.hairpin),
-      "isolated",
-      onOff(o.port.isolated),
-    ]);
-    line(["addr", "show", "dev", br.name]);
-    const otherLine = o.alsoShow ? line(["addr", "show", "dev", o.alsoShow]) : 0;
-    let outputs: unknown[];
+    const before: IpCommand[] = [
+      ...(create
+        ? [[
+          "link",
+          "add",
+          br.name,
+          ...(br.mtu ? ["mtu", String(br.mtu)] : []),
+          ...(br.ownMac ? ["address", randomMac()] : []),
+          "type",
+          "bridge",
+          ...(br.vlanFiltering ? ["vlan_filtering", "1"] : []),
+        ]]
+        : []),
+      ["link", "set", br.name, ...(br.promisc ? ["promisc", "on"] : []), "up"],
+      // `addr show`, not `link show`: in a batch, `link show` leaves ip set to
+      // the link family, and every later `addr show` prints no addresses.
+      ["addr", "show", "dev", br.name],
+    ];
+    const upLine = create ? 1 : 0;
+    let veth;
     try {
-      outputs = await ipBatch(commands, { flags: ["-d"] });
+      veth = await createVeth({
+        netns: o.netns,
+        ifname: o.ifname,
+        ...(o.mtu ? { mtu: o.mtu } : {}),
+        ...(o.containerMac ? { containerMac: o.containerMac } : {}),
+        flags: ["-d"],
+        before,
+        after: (port) => [
+          ...portCommands(port, br.name, o.port),
+          ["addr", "show", "dev", br.name],
+          ...(o.alsoShow ? [["addr", "show", "dev", o.alsoShow]] : []),
+        ],
+        ...(o.alsoShow ? { optionalLast: /does not exist/ } : {}),
+      });
     } catch (e) {
-      if (!(e instanceof IpBatchError)) throw e;
-      const failed = e.line ?? 0;
-      const said = (pattern: RegExp) => pattern.test(e.message);
-      if (failed === otherLine && said(/does not exist/)) {
-        outputs = e.outputs;
-      } else {
-        if (failed > vethLine || failed === 0) await deleteLink(host.name).catch(() => {});
-        if (attempt < ATTEMPTS) {
-          // Another ADD made the bridge first, or the hint was wrong either way.
-          if (failed === createLine && said(/File exists/)) {
-            create = false;
-            continue;
-          }
-          if (failed === upLine && !create && said(/Cannot find device/)) {
-            create = true;
-            continue;
-          }
+      if (!(e instanceof VethBatchError)) throw e;
+      if (e.part === "before" && attempt < ATTEMPTS) {
+        // Another ADD made the bridge first, or the hint was wrong either way.
+        if (create && e.index === 0 && /File exists/.test(e.said)) {
+          create = false;
+          continue;
         }
-        const before = (e.outputs[0] as LinkInfo[] | undefined)?.[0];
-        if (before && before.linkinfo?.info_kind !== "bridge") throw notABridge(br.name);
-        if (failed <= upLine) {
-          throw new CniError(
-            ErrorCode.ioFailure,
-            `failed to create bridge "${br.name}": ${ipSaid(e)}`,
-            e.details,
-          );
+        if (!create && e.index === upLine && /Cannot find device/.test(e.said)) {
+          create = true;
+          continue;
         }
-        if (failed === vethLine && said(/File exists/)) {
-          if (attempt < ATTEMPTS && await linkExists(host.name)) continue;
-          throw new CniError(
-            ErrorCode.internal,
-            `container veth name "${container.name}" peer provided ("${host.name}") already exists`,
-          );
-        }
-        throw new CniError(
-          ErrorCode.ioFailure,
-          `failed to connect a veth pair to bridge "${br.name}": ${ipSaid(e)}`,
-          e.details,
-        );
       }
+      const seen = (e.outputs[0] as LinkInfo[] | undefined)?.[0];
+      if (seen && seen.linkinfo?.info_kind !== "bridge") throw notABridge(br.name);
+      throw new CniError(
+        ErrorCode.ioFailure,
+        e.part === "before"
+          ? `failed to create bridge "${br.name}": ${e.said}`
+          : `failed to connect a veth pair to bridge "${br.name}": ${e.said}`,
+        e.details,
+      );
     }
-    const [before, after, other] = outputs as LinkInfo[][];
-    if (before?.[0]?.linkinfo?.info_kind !== "bridge" || !after?.[0]) {
-      await deleteLink(host.name).catch(() => {});
+    const [before_, after, other] = veth.outputs as LinkInfo[][];
+    if (before_?.[0]?.linkinfo?.info_kind !== "bridge" || !after?.[0]) {
+      await deleteLink(veth.host.name).catch(() => {});
       throw notABridge(br.name);
     }
-    // We want to own the routes of both; best effort, as in the reference.
-    trySysctls({
-      [`net/ipv6/conf/${br.name}/accept_ra`]: "0",
-      [`net/ipv6/conf/${host.name}/accept_ra`]: "0",
-    });
+    // We want to own the bridge's routes too; best effort, as in the reference.
+    trySysctls({ [`net/ipv6/conf/${br.name}/accept_ra`]: "0" });
     return {
-      host,
-      container,
-      macBefore: before[0].address ?? "",
+      host: veth.host,
+      container: veth.container,
+      macBefore: before_[0].address ?? "",
       bridge: after[0],
       ...(other?.[0] ? { other: other[0] } : {}),
     };
@@ -400,30 +381,38 @@ export function gatewayAddressCommands(
   return { commands, added };
 }
 
-/** A VLAN gateway link to create: a veth pair inside the host, one end a bridge port. */
-export interface GatewayLink {
-  /** `<bridge>.<vlan>`, which carries the addresses. */
-  link: VethEnd;
-  /** Its peer, a port of the bridge. */
-  port: VethEnd;
-  commands: IpCommand[];
-}
-
-/** The commands that make the VLAN gateway link `name` on `bridge` (ports get no flags). */
-export function gatewayLinkCommands(bridge: string, name: string, mtu: number): GatewayLink {
-  const link = { name, mac: randomMac() };
-  const port = { name: `veth${randomHex(4)}`, mac: randomMac() };
-  return {
-    link,
-    port,
-    commands: [
-      vethAddCommand(port, link, undefined, mtu),
-      ["link", "set", port.name, "up"],
-      ["link", "set", port.name, "master", bridge],
-      ["link", "set", port.name, "type", "bridge_slave", "hairpin", "off", "isolated", "off"],
-      ["link", "set", name, "up"],
-    ],
-  };
+/**
+ * Makes the VLAN gateway link `name`: a veth pair inside the host whose
+ * peer is a bare port of `bridge` (no flags), `name` up with the commands
+ * of `addrs` run on it in the same batch. Returns its port.
+ *
+ * @throws {LinkExistsError} when `name` exists already (a concurrent ADD made it)
+ */
+export async function makeGatewayLink(
+  bridge: string,
+  name: string,
+  mtu: number,
+  addrs: IpCommand[],
+): Promise<{ link: VethEnd; port: VethEnd }> {
+  try {
+    const veth = await createVeth({
+      ifname: name,
+      mtu,
+      after: (port) => [
+        ...portCommands(port, bridge, { hairpin: false, isolated: false }),
+        ["link", "set", name, "up"],
+        ...addrs,
+      ],
+    });
+    return { link: veth.container, port: veth.host };
+  } catch (e) {
+    if (!(e instanceof VethBatchError)) throw e;
+    throw new CniError(
+      ErrorCode.ioFailure,
+      `failed to create vlan interface: ${e.said}`,
+      e.details,
+    );
+  }
 }
 
 // ---- port state -------------------------------------------------------------------

@@ -19,7 +19,7 @@ import {
   collectVlanTrunk,
   defaultPvid,
   gatewayAddressCommands,
-  gatewayLinkCommands,
+  makeGatewayLink,
   vlanCommands,
   waitPortUp,
 } from "./kernel.ts";
@@ -39,7 +39,7 @@ import {
 import { CniError, ErrorCode, invalidConfig, settleAll } from "../../../lib/cni/errors.ts";
 import { configureInterface } from "../../../lib/net/iface.ts";
 import { delegate } from "../../../lib/cni/invoke.ts";
-import { ipBatch, IpBatchError, type IpCommand, type LinkInfo } from "../../../lib/net/ip.ts";
+import { ipBatch, type IpCommand, type LinkInfo } from "../../../lib/net/ip.ts";
 import {
   addToIP,
   formatCIDR,
@@ -53,6 +53,7 @@ import {
   deleteLink,
   deleteVethPair,
   getLink,
+  LinkExistsError,
   parseMac,
   requireNetns,
   type VethEnd,
@@ -264,7 +265,6 @@ async function ensureVlanGateway(
   const name = vlanLinkName(conf);
   let current: LinkInfo | undefined = attached.other;
   for (let attempt = 1;; attempt++) {
-    const made = current ? undefined : gatewayLinkCommands(conf.bridge, name, attached.bridge.mtu);
     let addrs;
     try {
       addrs = gatewayAddressCommands(name, current?.addr_info ?? [], gateways, conf.forceAddress);
@@ -274,33 +274,31 @@ async function ensureVlanGateway(
         `failed to set vlan interface for bridge with addr: ${(e as Error).message}`,
       );
     }
-    const commands: IpCommand[] = [
-      ...(made?.commands ?? []),
-      ...(current && !current.flags.includes("UP") ? [["link", "set", name, "up"]] : []),
-      ...addrs.commands,
-    ];
+    if (current) {
+      const commands: IpCommand[] = [
+        ...(current.flags.includes("UP") ? [] : [["link", "set", name, "up"]]),
+        ...addrs.commands,
+      ];
+      try {
+        if (commands.length) await ipBatch(commands);
+      } catch (e) {
+        throw new CniError(
+          ErrorCode.ioFailure,
+          `failed to create vlan interface: ${(e as Error).message}`,
+          e instanceof CniError ? e.details : "",
+        );
+      }
+      return { link: { name, mac: current.address ?? "" } };
+    }
     try {
-      if (commands.length) await ipBatch(commands);
-    } catch (e) {
-      if (made && e instanceof IpBatchError && e.line === 1 && /File exists/.test(e.message)) {
-        // A concurrent ADD made it first.
-        current = await getLink(name);
-        if (current && attempt < 3) continue;
-      }
-      if (made && !(e instanceof IpBatchError && e.line === 1)) {
-        await deleteLink(made.port.name).catch(() => {});
-      }
-      throw new CniError(
-        ErrorCode.ioFailure,
-        `failed to create vlan interface: ${(e as Error).message}`,
-        e instanceof CniError ? e.details : "",
-      );
-    }
-    if (made) {
-      trySysctls({ [`net/ipv6/conf/${made.port.name}/accept_ra`]: "0" });
+      const made = await makeGatewayLink(conf.bridge, name, attached.bridge.mtu, addrs.commands);
       return { link: made.link, newPort: made.port };
+    } catch (e) {
+      // A concurrent ADD made it first.
+      if (!(e instanceof LinkExistsError) || attempt >= 3) throw e;
+      current = await getLink(name);
+      if (!current) throw e;
     }
-    return { link: { name, mac: current!.address ?? "" } };
   }
 }
 

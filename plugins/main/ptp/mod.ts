@@ -74,7 +74,7 @@ async function add(args: CmdArgs): Promise<Result> {
     const addresses = ipam.ips.map(addressOf);
     enableForwarding(new Set(addresses.map((a) => a.net.ip.family)));
 
-    const hostCommands = (hostVeth: string): IpCommand[] =>
+    const hostRoutes = (hostVeth: string): IpCommand[] =>
       addresses.flatMap(({ net, gw }) => [
         ["addr", "add", `${gw}/${net.ip.family === 4 ? 32 : 128}`, "dev", hostVeth],
         // replace: a route left by a crashed earlier ADD must not fail this one.
@@ -84,7 +84,7 @@ async function add(args: CmdArgs): Promise<Result> {
       netns: args.netns,
       ifname: args.ifname,
       ...(conf.mtu ? { mtu: conf.mtu } : {}),
-      hostCommands,
+      after: hostRoutes,
     });
     rollback.defer("veth pair", () => deleteLink(veth.host.name));
 

@@ -15,7 +15,6 @@ import { probeKernel } from "../../helpers/kernel_features.ts";
 import {
   collectVlanTrunk,
   gatewayAddressCommands,
-  gatewayLinkCommands,
   vidRanges,
   vlanCommands,
 } from "../../../plugins/main/bridge/kernel.ts";
@@ -144,36 +143,6 @@ Deno.test("gatewayAddressCommands() decides as the reference's ensureAddr", () =
     () => gatewayAddressCommands("br0", [], [net("10.1.0.1/24"), net("10.2.0.1/24")], false),
     "already has an IP address different from 10.2.0.1/24",
   );
-});
-
-Deno.test("gatewayLinkCommands() makes <bridge>.<vlan> a veth whose peer is a bare port", () => {
-  const made = gatewayLinkCommands("br0", "br0.100", 1500);
-  assertEquals(made.link.name, "br0.100");
-  assertMatch(made.port.name, /^veth[0-9a-f]{8}$/);
-  assertEquals(made.commands, [
-    [
-      "link",
-      "add",
-      made.port.name,
-      "mtu",
-      "1500",
-      "address",
-      made.port.mac,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "br0.100",
-      "mtu",
-      "1500",
-      "address",
-      made.link.mac,
-    ],
-    ["link", "set", made.port.name, "up"],
-    ["link", "set", made.port.name, "master", "br0"],
-    ["link", "set", made.port.name, "type", "bridge_slave", "hairpin", "off", "isolated", "off"],
-    ["link", "set", "br0.100", "up"],
-  ]);
 });
 
 // ---- without VLAN filtering in the kernel -----------------------------------------
