@@ -89,11 +89,15 @@ export async function checkContainerLink(
       `${expect.plugin}: Interface ${ifname} Mac ${expect.mac} doesn't match container Mac: ${link.address}`,
     );
   }
-  const hasRoute = (family: 4 | 6, dst: string, gw?: string) =>
-    (routes.get(family) ?? []).some((r) =>
+  const hasRoute = (family: 4 | 6, dst: string, gw?: string) => {
+    const want = gw ? parseIP(gw) : null;
+    return (routes.get(family) ?? []).some((r) =>
       normalizeDst(r.dst, family) === dst &&
-      (!gw || parseIP(r.gateway ?? "")?.value === parseIP(gw)?.value)
+      (!want ||
+        // An unspecified gateway (DHCP option 121's on-link routes) is a route without one.
+        (want.value === 0n ? !r.gateway : parseIP(r.gateway ?? "")?.value === want.value))
     );
+  };
   for (const ip of ips) {
     const want = parseCIDR(ip.address)!;
     const found = (link.addr_info ?? []).some((a) => {

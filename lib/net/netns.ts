@@ -28,7 +28,11 @@ function lib(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   return libc.symbols;
 }
 
-function errno(): number {
+/**
+ * errno of the last failed libc call on this thread, through any handle on
+ * libc (errno is per thread, not per handle): read it right after the call.
+ */
+export function errno(): number {
   const p = lib().__errno_location();
   return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
 }

@@ -142,11 +142,16 @@ export const canNetns = (() => {
   }
 })();
 
-/** Polls `condition` every 50 ms for up to 5 s; throws naming `what` when it never holds. */
-export async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
+/** Polls `condition` every 50 ms for up to `ms` (5 s); throws naming `what` when it never holds. */
+export async function waitFor(
+  condition: () => Promise<boolean> | boolean,
+  what: string,
+  ms = 5000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
     if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`timed out waiting for ${what}`);
 }
