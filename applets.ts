@@ -29,6 +29,13 @@ export const PLUGINS: readonly PluginApplet[] = [
   { name: "host-local", load: async () => (await import("./ipam/host_local/mod.ts")).hostLocal },
   { name: "static", load: async () => (await import("./ipam/static/mod.ts")).staticIpam },
   { name: "tuning", load: async () => (await import("./plugins/meta/tuning/mod.ts")).tuning },
+  {
+    name: "dhcp",
+    load: async () => (await import("./ipam/dhcp/mod.ts")).dhcp,
+    commands: {
+      daemon: async (args) => (await import("./ipam/dhcp/daemon.ts")).daemonMain(args),
+    },
+  },
 ];
 
 /** The tools. */
