@@ -21,7 +21,8 @@
 import { sha512Hex } from "../lib/cni/hash.ts";
 import { formatCIDR, type IPNet, parseCIDR } from "../lib/cni/ipnet.ts";
 import { ipBatch, type LinkInfo } from "../lib/net/ip.ts";
-import { type MasqBackend, setupNodeMasq, teardownNodeMasq } from "../lib/netfilter/masq.ts";
+import type { BackendName } from "../lib/netfilter/backend.ts";
+import { setupNodeMasq, teardownNodeMasq } from "../lib/netfilter/masq/node.ts";
 import { writeList } from "./cniconf.ts";
 import { Dataplane, type Peer, type SyncReport } from "./dataplane.ts";
 import { errorText, EtcdClient, EtcdUnavailable, type WatchMessage } from "./etcd.ts";
@@ -56,7 +57,7 @@ export interface AgentOptions {
   vxlanPort: number;
   mtu?: number;
   masquerade: boolean;
-  masqBackend?: MasqBackend;
+  masqBackend?: BackendName;
   /** Seconds to keep trying etcd at start. */
   startTimeout: number;
 }

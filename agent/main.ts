@@ -6,7 +6,7 @@
  */
 
 import { formatCIDR, networkOf, parseCIDR, parseIP } from "../lib/cni/ipnet.ts";
-import { parseBackend } from "../lib/netfilter/masq.ts";
+import { parseMasqBackend } from "../lib/netfilter/masq/mod.ts";
 import { Agent, AgentExit, type AgentOptions, EXIT, log } from "./agent.ts";
 import {
   type FlagSpec,
@@ -196,7 +196,7 @@ export function agentOptions(values: FlagValues): AgentOptions {
   }
   let masqBackend;
   try {
-    masqBackend = parseBackend(values.get("masq-backend"));
+    masqBackend = parseMasqBackend(values.get("masq-backend"));
   } catch {
     throw new UsageError(`--masq-backend must be iptables or nftables`);
   }

@@ -1,6 +1,7 @@
 /**
- * The name hashes the reference plugins use for kernel objects (chains,
- * comments), so that cnikit and the reference find each other's rules.
+ * Hex encoding and SHA-512 name hashes: the reference plugins name kernel
+ * objects after hashes (see lib/netfilter/names.ts), the result cache and
+ * random link names use the hex.
  * @module
  */
 
@@ -18,16 +19,6 @@ export async function sha512Hex(text: string): Promise<string> {
 /** `prefix` + hex SHA-512 of `text`, cut to `length` characters. */
 export async function hashedName(prefix: string, text: string, length: number): Promise<string> {
   return (prefix + await sha512Hex(text)).slice(0, length);
-}
-
-/** The reference's per-attachment chain name: `CNI-` + hash(network + containerID), 28 chars. */
-export function chainName(network: string, containerId: string, prefix = ""): Promise<string> {
-  return hashedName(`CNI-${prefix}`, network + containerId, 28);
-}
-
-/** The reference's iptables rule comment: `name: "<net>" id: "<cid>"`. */
-export function chainComment(network: string, containerId: string): string {
-  return `name: ${JSON.stringify(network)} id: ${JSON.stringify(containerId)}`;
 }
 
 /** Random bytes as lower-case hex. */

@@ -58,7 +58,13 @@ import {
   requireNetns,
   type VethEnd,
 } from "../../../lib/net/link.ts";
-import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../../../lib/netfilter/masq.ts";
+import {
+  checkMasq,
+  gcMasq,
+  parseMasqBackend,
+  setupMasq,
+  teardownMasq,
+} from "../../../lib/netfilter/masq/mod.ts";
 import { withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import { ifNameProblem } from "../../../lib/cni/validate.ts";
@@ -186,7 +192,7 @@ function validateForAdd(conf: Conf): { mac?: string } {
   if (conf.hairpinMode && conf.promiscMode) {
     throw invalidConfig("cannot set hairpin mode and promiscuous mode at the same time");
   }
-  parseBackend(conf.ipMasqBackend);
+  parseMasqBackend(conf.ipMasqBackend);
   if (conf.isGateway && conf.vlan && conf.ipamType && ifNameProblem(vlanLinkName(conf))) {
     throw invalidConfig(`VLAN gateway interface name "${vlanLinkName(conf)}" is too long`);
   }
@@ -334,7 +340,7 @@ async function add(args: CmdArgs): Promise<Result> {
       ? allocating.then((ipam) => {
         masquerading = true;
         const nets = (ipam?.ips ?? []).map((ip) => parseCIDR(ip.address)!);
-        return setupMasq(owner, nets, parseBackend(conf.ipMasqBackend));
+        return setupMasq(owner, nets, parseMasqBackend(conf.ipMasqBackend));
       })
       : undefined;
     const [attachedOutcome, ipamOutcome, masqOutcome] = await Promise.allSettled([
@@ -556,6 +562,11 @@ async function check(args: CmdArgs): Promise<void> {
     break;
   }
   if (!vethFound) checkFailed(`CNI veth created for bridge ${conf.bridge} was not found`);
+  if (conf.ipamType && conf.ipMasq) {
+    const owner = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
+    const nets = (prev.ips ?? []).map((ip) => parseCIDR(ip.address)!);
+    await checkMasq(owner, nets, parseMasqBackend(conf.ipMasqBackend));
+  }
 }
 
 async function status(args: CmdArgs): Promise<void> {

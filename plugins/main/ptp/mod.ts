@@ -29,7 +29,13 @@ import {
   parseIP,
 } from "../../../lib/cni/ipnet.ts";
 import { createVeth, deleteLink, deleteVethPair, requireNetns } from "../../../lib/net/link.ts";
-import { gcMasq, parseBackend, setupMasq, teardownMasq } from "../../../lib/netfilter/masq.ts";
+import {
+  checkMasq,
+  gcMasq,
+  parseMasqBackend,
+  setupMasq,
+  teardownMasq,
+} from "../../../lib/netfilter/masq/mod.ts";
 import { withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
@@ -63,7 +69,7 @@ async function add(args: CmdArgs): Promise<Result> {
   const conf = loadConf(args);
   // Checked on ADD only: DEL removes the rules of both backends anyway, and
   // a DEL that can never succeed would wedge the runtime.
-  const backend = parseBackend(conf.ipMasqBackend);
+  const backend = parseMasqBackend(conf.ipMasqBackend);
   requireNetns(args.netns);
   return await withRollback(async (rollback) => {
     const ipam = (await delegate(conf.ipamType, "ADD", args))!;
@@ -140,6 +146,11 @@ async function check(args: CmdArgs): Promise<void> {
     plugin: "ptp",
     ...(iface.mac ? { mac: iface.mac } : {}),
   });
+  if (conf.ipMasq) {
+    const owner = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
+    const nets = (prev.ips ?? []).map((ip) => parseCIDR(ip.address)!);
+    await checkMasq(owner, nets, parseMasqBackend(conf.ipMasqBackend));
+  }
 }
 
 async function status(args: CmdArgs): Promise<void> {

@@ -1,0 +1,117 @@
+/**
+ * Masquerade with nftables, the reference's objects: table
+ * `inet cni_plugins_masquerade`, base chain `postrouting` (nat, srcnat)
+ * rewritten to skip multicast and `goto masq_checks`, and in `masq_checks`
+ * one rule per address, `<fam> saddr <ip> <fam> daddr != <subnet>
+ * masquerade`, commented `<hash(net)>-<hash(if:cid)>, net: …` so that
+ * teardown and GC find an attachment's rules without its addresses.
+ * One read and one transaction (plus one text declaration the first time,
+ * for the table's and chain's descriptive comments).
+ * @module
+ */
+
+import { checkFailed } from "../../net/check.ts";
+import { formatCIDR, formatIP, type IPNet, networkOf } from "../../cni/ipnet.ts";
+import type { GCAttachment } from "../../cni/spec/schemas.ts";
+import type { NetfilterBackend, Owner } from "../backend.ts";
+import {
+  expr,
+  listTable,
+  nftApply,
+  nftApplyText,
+  type NftCommand,
+  type NftRule,
+  nftString,
+  NftTx,
+} from "../nftables.ts";
+import { instanceComment, instanceHash, MASQ_NFT, networkHash } from "../names.ts";
+
+const tx = new NftTx("inet", MASQ_NFT.table);
+
+/** The statements of one address's rule. */
+function ruleExpr(ip: IPNet): unknown[] {
+  const fam = ip.ip.family === 4 ? "ip" : "ip6";
+  const subnet = networkOf(ip);
+  return [
+    expr.match(expr.payload(fam, "saddr"), formatIP(ip.ip)),
+    expr.match(expr.payload(fam, "daddr"), expr.prefix(formatIP(subnet.ip), subnet.prefix), "!="),
+    expr.masquerade(),
+  ];
+}
+
+async function rules(): Promise<NftRule[] | undefined> {
+  return (await listTable("inet", MASQ_NFT.table))?.rulesOf(MASQ_NFT.chain);
+}
+
+function ownerHash(owner: Owner): Promise<string> {
+  return instanceHash(owner.network, owner.ifname, owner.containerId);
+}
+
+/** Masquerade through nftables. */
+export const masqNftables: NetfilterBackend<IPNet[]> = {
+  name: "nftables",
+
+  async setup(owner, ips) {
+    const prefix = await ownerHash(owner);
+    const comment = await instanceComment(owner.network, owner.ifname, owner.containerId);
+    const existing = await rules();
+    if (!existing) {
+      // nft 1.0.6 ignores table and chain comments in JSON; they are constants.
+      await nftApplyText([
+        `add table inet ${MASQ_NFT.table} { comment ${nftString(MASQ_NFT.tableComment)} ; }`,
+        `add chain inet ${MASQ_NFT.table} ${MASQ_NFT.chain} { comment ${
+          nftString(MASQ_NFT.chainComment)
+        } ; }`,
+      ]);
+    }
+    const commands: NftCommand[] = [
+      tx.addTable(),
+      tx.addChain(MASQ_NFT.chain),
+      tx.addChain("postrouting", { type: "nat", hook: "postrouting", prio: 100 }),
+      tx.flushChain("postrouting"),
+      tx.addRule("postrouting", [
+        expr.match(expr.payload("ip", "daddr"), expr.prefix("224.0.0.0", 4)),
+        expr.return(),
+      ]),
+      tx.addRule("postrouting", [
+        expr.match(expr.payload("ip6", "daddr"), expr.prefix("ff00::", 8)),
+        expr.return(),
+      ]),
+      tx.addRule("postrouting", [expr.goto(MASQ_NFT.chain)]),
+      // A crashed or repeated ADD of the same attachment is replaced, not doubled.
+      ...(existing ?? []).filter((r) => r.comment?.startsWith(prefix)).map((r) => tx.deleteRule(r)),
+      ...ips.map((ip) => tx.addRule(MASQ_NFT.chain, ruleExpr(ip), comment)),
+    ];
+    await nftApply(commands);
+  },
+
+  async check(owner, ips) {
+    const comment = await instanceComment(owner.network, owner.ifname, owner.containerId);
+    const mine = (await rules() ?? []).filter((r) => r.comment === comment);
+    for (const ip of ips) {
+      const want = JSON.stringify(ruleExpr(ip));
+      if (!mine.some((r) => JSON.stringify(r.expr) === want)) {
+        checkFailed(
+          `nftables masquerade rule for ${formatCIDR(ip)} not found in ${MASQ_NFT.chain}`,
+        );
+      }
+    }
+  },
+
+  async teardown(owner) {
+    const prefix = await ownerHash(owner);
+    const stale = (await rules() ?? []).filter((r) => r.comment?.startsWith(prefix));
+    await nftApply(stale.map((r) => tx.deleteRule(r)));
+  },
+
+  async gc(network, valid: readonly GCAttachment[]) {
+    const keep = new Set(
+      await Promise.all(valid.map((a) => instanceComment(network, a.ifname, a.containerID))),
+    );
+    const netPrefix = await networkHash(network);
+    const stale = (await rules() ?? []).filter((r) =>
+      r.comment?.startsWith(netPrefix) && !keep.has(r.comment)
+    );
+    await nftApply(stale.map((r) => tx.deleteRule(r)));
+  },
+};

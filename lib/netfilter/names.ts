@@ -1,0 +1,72 @@
+/**
+ * The names and comments the reference plugins give their netfilter
+ * objects, computed exactly as they compute them, so that cnikit and the
+ * reference find (and remove) each other's rules on the same node.
+ * @module
+ */
+
+import { hashedName } from "../cni/hash.ts";
+
+/**
+ * The reference's per-attachment iptables chain: `CNI-` + `prefix` +
+ * hex SHA-512 of network name + container ID, cut to 28 characters
+ * (`CNI-<24 hex>` for masquerade, `CNI-DN-<21 hex>` for portmap).
+ */
+export function chainName(network: string, containerId: string, prefix = ""): Promise<string> {
+  return hashedName(`CNI-${prefix}`, network + containerId, 28);
+}
+
+/** The reference's iptables rule comment for an attachment: `name: "<net>" id: "<cid>"`. */
+export function chainComment(network: string, containerId: string): string {
+  return `name: ${JSON.stringify(network)} id: ${JSON.stringify(containerId)}`;
+}
+
+/** The nftables masquerade table (family `inet`) and its chains. */
+export const MASQ_NFT = {
+  table: "cni_plugins_masquerade",
+  chain: "masq_checks",
+  tableComment: "Masquerading for plugins from github.com/containernetworking/plugins",
+  chainComment:
+    "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet",
+} as const;
+
+/** nftables' limit on a rule comment, in bytes, which the reference cuts to. */
+export const NFT_COMMENT_MAX = 128;
+
+/**
+ * The first 16 hex digits of SHA-512 of the network name: the network tag
+ * that starts the comment of the reference's nftables masquerade rules
+ * (cnikit's nftables firewall comments its rules the same way).
+ */
+export function networkHash(network: string): Promise<string> {
+  return hashedName("", network, 16);
+}
+
+/** `<hash16(net)>-<hash16(ifname:cid)>`: the prefix of one attachment's rule comments. */
+export async function instanceHash(
+  network: string,
+  ifname: string,
+  containerId: string,
+): Promise<string> {
+  return `${await networkHash(network)}-${await hashedName(
+    "",
+    `${ifname}:${containerId}`,
+    16,
+  )}`;
+}
+
+/**
+ * The reference's nftables masquerade comment (and cnikit's firewall's):
+ * the instance hash, then the names without double quotes (the reference's
+ * text transactions cannot carry them), cut to {@link NFT_COMMENT_MAX}.
+ */
+export async function instanceComment(
+  network: string,
+  ifname: string,
+  containerId: string,
+): Promise<string> {
+  const clean = (s: string) => s.replaceAll('"', "");
+  return `${await instanceHash(network, ifname, containerId)}, net: ${clean(network)}, if: ${
+    clean(ifname)
+  }, id: ${clean(containerId)}`.slice(0, NFT_COMMENT_MAX);
+}
