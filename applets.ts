@@ -28,6 +28,10 @@ export const PLUGINS: readonly PluginApplet[] = [
   { name: "bridge", load: async () => (await import("./plugins/main/bridge/mod.ts")).bridge },
   { name: "host-local", load: async () => (await import("./ipam/host_local/mod.ts")).hostLocal },
   { name: "static", load: async () => (await import("./ipam/static/mod.ts")).staticIpam },
+  {
+    name: "bandwidth",
+    load: async () => (await import("./plugins/meta/bandwidth/mod.ts")).bandwidth,
+  },
   { name: "tuning", load: async () => (await import("./plugins/meta/tuning/mod.ts")).tuning },
   {
     name: "dhcp",

@@ -99,3 +99,54 @@ export async function linkState(ns: TestNetns, name: string): Promise<LinkState>
     txqlen: l.txqlen ?? 0,
   };
 }
+
+/** A qdisc as `tc -j -raw qdisc show` prints it. */
+export interface QdiscJ {
+  kind: string;
+  handle: string;
+  dev: string;
+  root?: boolean;
+  parent?: string;
+  options?: { rate?: number; burst_raw?: string; limit?: number };
+}
+
+/** Every qdisc of `ns` except the kernel's defaults (noqueue, noop, pfifo_fast, mq). */
+export async function qdiscs(ns: TestNetns): Promise<QdiscJ[]> {
+  const out = await ns.exec("tc", ["-j", "-raw", "qdisc", "show"]);
+  return (JSON.parse(out || "[]") as QdiscJ[]).filter((q) =>
+    !["noqueue", "noop", "pfifo_fast", "mq", "fq_codel"].includes(q.kind)
+  );
+}
+
+/** A TBF as `rate/limit/burst_raw` of the root qdisc of `dev`, or its kind when not a TBF. */
+export function tbfOf(all: QdiscJ[], dev: string): string | undefined {
+  const q = all.find((q) => q.dev === dev && q.root);
+  if (!q) return undefined;
+  if (q.kind !== "tbf") return q.kind;
+  return `rate ${q.options?.rate} limit ${q.options?.limit} buffer ${
+    parseInt(q.options?.burst_raw ?? "", 16)
+  }`;
+}
+
+/** The ingress filters of `dev` in `ns` that redirect, as `prio proto kind -> to_dev`. */
+export async function redirects(ns: TestNetns, dev: string): Promise<string[]> {
+  const out = await ns.exec("tc", ["-j", "filter", "show", "dev", dev, "ingress"]).catch(() => "");
+  const filters = JSON.parse(out || "[]") as {
+    pref: number;
+    protocol: string;
+    kind: string;
+    options?: {
+      flowid?: string;
+      match?: { value: string; mask: string };
+      actions?: { kind: string; mirred_action?: string; direction?: string; to_dev?: string }[];
+    };
+  }[];
+  return filters.flatMap((f) => {
+    const a = f.options?.actions?.[0];
+    if (!a) return [];
+    const m = f.options?.match;
+    return [
+      `prio ${f.pref} ${f.protocol} ${f.kind} match ${m?.value}/${m?.mask} flowid ${f.options?.flowid} ${a.kind} ${a.direction} ${a.mirred_action} -> ${a.to_dev}`,
+    ];
+  });
+}
