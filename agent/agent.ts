@@ -171,6 +171,11 @@ export class Agent {
   #revision = 0;
   #reachable = true;
   #reachableSince = new Date().toISOString();
+  /** The revision of the last put of this node's record by this agent. */
+  #registeredAt = 0;
+  /** When the current watch was confirmed, and when etcd was last found unreachable (ms). */
+  #watchCreated = 0;
+  #lostAt = 0;
   #lastSync?: string;
   readonly #startedAt = new Date().toISOString();
   readonly #stop = new AbortController();
@@ -262,6 +267,7 @@ export class Agent {
     const acquired = await this.#registry.acquire(this.#lease, this.#record, preferred);
     this.#subnet = acquired.subnet;
     this.#key = acquired.key;
+    this.#registeredAt = acquired.revision;
     if (acquired.replacedLease) {
       await this.#etcd.revokeLease(acquired.replacedLease).catch(() => {});
     }
@@ -408,6 +414,7 @@ export class Agent {
   #setReachable(reachable: boolean, why: string): void {
     if (reachable === this.#reachable) return;
     this.#reachable = reachable;
+    if (!reachable) this.#lostAt = Date.now();
     this.#reachableSince = new Date().toISOString();
     log(
       reachable
@@ -424,11 +431,10 @@ export class Agent {
       if (signal.aborted) return;
       try {
         const ttl = await this.#etcd.keepAlive(this.#lease);
-        const wasReachable = this.#reachable;
         this.#setReachable(true, "");
-        // A watch stream can hang on a connection etcd no longer serves;
-        // a fresh one resumes from the last revision seen.
-        if (!wasReachable) this.#watchAbort?.abort();
+        // A watch stream from before etcd went away can hang on a connection
+        // etcd no longer serves; a fresh one resumes from the last revision.
+        if (this.#watchCreated < this.#lostAt) this.#watchAbort?.abort();
         if (ttl <= 0 && this.#key) await this.#reregister(`lease ${this.#lease} expired`);
       } catch (e) {
         if (e instanceof EtcdUnavailable) this.#setReachable(false, e.message);
@@ -443,8 +449,10 @@ export class Agent {
       try {
         const alive = await this.#etcd.keepAlive(this.#lease) > 0;
         const lease = alive ? this.#lease : await this.#etcd.grantLease(this.#o.leaseTTL);
-        if (await this.#registry.reclaim(this.#key, lease, this.#record)) {
+        const revision = await this.#registry.reclaim(this.#key, lease, this.#record);
+        if (revision !== undefined) {
           this.#lease = lease;
+          this.#registeredAt = revision;
           log(`registered ${formatCIDR(this.#subnet)} again (${why})`);
           return;
         }
@@ -479,6 +487,7 @@ export class Agent {
           (message) => this.#onWatch(message),
           AbortSignal.any([signal, abort.signal]),
           () => {
+            this.#watchCreated = Date.now();
             // etcd is back; the changes missed meanwhile come as the events
             // that follow, and the kernel is checked against the peers.
             if (resumed) {
@@ -513,6 +522,8 @@ export class Agent {
     }
     for (const { type, kv } of message.events) {
       if (kv.key === this.#key) {
+        // What happened to the record before this agent last put it is old news.
+        if (kv.modRevision <= this.#registeredAt) continue;
         const holder = type === "PUT" ? this.#registry.holderOf(kv) : undefined;
         if (holder?.record.node !== this.#o.nodeName && !this.#stop.signal.aborted) {
           this.#reregister(type === "PUT" ? "record overwritten" : "record deleted");

@@ -17,7 +17,8 @@ import { type FlagSpec, flagsUsage, parseFlags, required, UsageError } from "./f
 import { LIST_FLAGS } from "./main.ts";
 import { readSavedSubnet } from "./state.ts";
 
-const FLAGS: readonly FlagSpec[] = [
+/** The flags of `cnikit install`. */
+export const INSTALL_FLAGS: readonly FlagSpec[] = [
   { name: "bin-dir", value: "DIR", help: "the node's CNI bin directory", default: "/opt/cni/bin" },
   {
     name: "keep-existing",
@@ -34,7 +35,7 @@ Copies cnikit into the CNI bin directory with a symlink per plugin, keeping
 every other file there, and writes the node's CNI list when the node already
 holds a subnet.
 
-${flagsUsage(FLAGS)}`;
+${flagsUsage(INSTALL_FLAGS)}`;
 }
 
 function realPath(path: string): string | undefined {
@@ -86,7 +87,7 @@ async function occupant(path: string): Promise<"none" | "ours" | "other"> {
 /** `cnikit install …` with the plugin applets' names; returns the exit code. */
 export async function installMain(args: string[], plugins: readonly string[]): Promise<number> {
   try {
-    const { values, positionals } = parseFlags(FLAGS, args);
+    const { values, positionals } = parseFlags(INSTALL_FLAGS, args);
     if (values.get("help") === "true") {
       console.log(usage());
       return 0;

@@ -69,6 +69,8 @@ export class SubnetsExhausted extends Error {
 export interface Acquired {
   subnet: IPNet;
   key: string;
+  /** The revision of the put that took it. */
+  revision: number;
   /** The lease of an earlier run of this node that held the key, now replaced. */
   replacedLease?: string;
 }
@@ -228,9 +230,10 @@ export class Registry {
       );
       if (!answer.succeeded) continue;
       const subnet = this.subnetOfKey(key)!;
+      const revision = answer.revision;
       return taking && choice.lease !== "0" && choice.lease !== lease
-        ? { subnet, key, replacedLease: choice.lease }
-        : { subnet, key };
+        ? { subnet, key, revision, replacedLease: choice.lease }
+        : { subnet, key, revision };
     }
     throw new Error("gave up leasing a subnet after 1000 conflicting transactions");
   }
@@ -245,23 +248,27 @@ export class Registry {
 
   /**
    * Puts this node's record again under `lease` if the key is free or still
-   * this node's (after etcd lost the lease); false when another node took it.
+   * this node's (after etcd lost the lease); returns the revision of that
+   * put, or undefined when another node holds the key.
    */
-  async reclaim(key: string, lease: string, record: NodeRecord): Promise<boolean> {
+  async reclaim(key: string, lease: string, record: NodeRecord): Promise<number | undefined> {
     const value = JSON.stringify(record);
-    const answer = await this.etcd.txn(
-      [{ key, target: "CREATE", revision: 0 }],
-      [{ put: { key, value, lease } }],
-      [{ range: { key } }],
-    );
-    if (answer.succeeded) return true;
-    const held = answer.kvs[0];
-    if (!held || this.holderOf(held)?.record.node !== record.node) return false;
-    const retake = await this.etcd.txn(
-      [{ key, target: "MOD", revision: held.modRevision }],
-      [{ put: { key, value, lease } }],
-    );
-    return retake.succeeded;
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const answer = await this.etcd.txn(
+        [{ key, target: "CREATE", revision: 0 }],
+        [{ put: { key, value, lease } }],
+        [{ range: { key } }],
+      );
+      if (answer.succeeded) return answer.revision;
+      const held = answer.kvs[0]!;
+      if (this.holderOf(held)?.record.node !== record.node) return undefined;
+      const retake = await this.etcd.txn(
+        [{ key, target: "MOD", revision: held.modRevision }],
+        [{ put: { key, value, lease } }],
+      );
+      if (retake.succeeded) return retake.revision;
+    }
+    throw new Error(`gave up putting ${key} back after 100 conflicting transactions`);
   }
 }
 

@@ -1,7 +1,7 @@
 import { assertEquals, assertMatch } from "../helpers/assert.ts";
 import { DIST_BIN } from "../helpers/applet.ts";
 import { assertAllPairs, assertMesh } from "../helpers/agent_scenario.ts";
-import { clusterStep, withCluster } from "../helpers/cluster.ts";
+import { clusterStep, eventually, withCluster } from "../helpers/cluster.ts";
 import { canNetns, spawnOutput } from "../helpers/netns.ts";
 
 const OUTAGE_MS = 10_000;
@@ -92,6 +92,71 @@ Deno.test({
           assertEquals(new Set(subnets.values()).size, 4);
           for (const node of nodes) await node.agent!.waitForLog(/join: node4 /);
           await assertMesh(cluster, [...nodes, node4]);
+          nodes.push(node4);
+        },
+      );
+
+      await clusterStep(
+        t,
+        cluster,
+        "a watch resumed past a compaction lists again; an expired lease is replaced",
+        async () => {
+          const frozen = nodes[0]!;
+          const others = nodes.slice(1);
+          const subnet = await frozen.subnet();
+          const mark = frozen.agent!.log.length;
+          const marks = others.map((n) => n.agent!.log.length);
+          // Frozen: no refresh of its lease, and its watch connection dies
+          // with the etcd restart.
+          Deno.kill(frozen.agent!.pid, "SIGSTOP");
+          try {
+            await cluster.stopEtcd();
+            await cluster.startEtcd();
+            for (const [i, node] of others.entries()) {
+              await node.agent!.waitForLog(new RegExp(`leave: ${frozen.name} `), 15, marks[i]);
+            }
+            // Changes it misses, then compacted away.
+            const ghost = `${cluster.etcdPrefix}/subnets/10.244.200.0-24`;
+            await cluster.etcdctl([
+              "put",
+              ghost,
+              JSON.stringify({
+                node: "ghost",
+                publicIP: "10.123.0.99",
+                backend: "vxlan",
+                vtepMAC: "02:00:00:00:00:98",
+              }),
+            ]);
+            await cluster.etcdctl(["put", `${cluster.etcdPrefix}/elsewhere`, "x"]);
+            await cluster.etcdctl(["del", `${cluster.etcdPrefix}/elsewhere`]);
+            const revision =
+              JSON.parse(await cluster.etcdctl(["get", ghost, "-w", "json"])).header.revision;
+            await cluster.etcdctl(["compaction", String(revision)]);
+          } finally {
+            Deno.kill(frozen.agent!.pid, "SIGCONT");
+          }
+          await frozen.agent!.waitForLog(
+            /reconcile \(revisions up to \d+ compacted, listed again at \d+\)/,
+            15,
+            mark,
+          );
+          await frozen.agent!.waitForLog(
+            /registered 10\.244\.\d+\.0\/24 again \(lease \d+ expired\)/,
+            15,
+            mark,
+          );
+          assertMatch(
+            frozen.agent!.log.slice(mark),
+            /join: ghost 10\.244\.200\.0\/24 via 10\.123\.0\.99/,
+          );
+          for (const [i, node] of others.entries()) {
+            await node.agent!.waitForLog(new RegExp(`join: ${frozen.name} `), 15, marks[i]);
+          }
+          assertEquals(await frozen.subnet(), subnet);
+          await cluster.etcdctl(["del", `${cluster.etcdPrefix}/subnets/10.244.200.0-24`]);
+          for (const node of nodes) await node.agent!.waitForLog(/leave: ghost /);
+          await eventually(() => assertMesh(cluster, nodes));
+          await assertAllPairs(pods);
         },
       );
     }),

@@ -27,9 +27,10 @@ export class TestProcess {
   #status?: Deno.CommandStatus;
   #exited = false;
 
-  constructor(argv: string[]) {
+  constructor(argv: string[], env: Record<string, string> = {}) {
     const child = new Deno.Command(argv[0]!, {
       args: argv.slice(1),
+      env,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -150,7 +151,7 @@ export class TestNode {
       `${DIST_BIN}/cnikit`,
       "agent",
       ...this.agentArgs(extra),
-    ]);
+    ], this.cluster.denoEnv);
     this.agent = agent;
     if (waitForSync) await agent.waitForLog(/reconcile \(start/);
     return agent;
@@ -174,6 +175,7 @@ export class TestNode {
       pod.path,
     ], {
       env: {
+        ...this.cluster.denoEnv,
         NETCONFPATH: this.confDir,
         CNI_PATH: `${DIST_BIN}:${REFERENCE_BIN}`,
         CNI_CACHE_DIR: `${this.dir}/cache`,
@@ -187,7 +189,9 @@ export class TestNode {
     this.cluster.namespaces.push(ns);
     const out = await this.cnitool("add", ns);
     if (out.code !== 0) {
-      throw new Error(`cnitool add on ${this.name} failed: ${out.stdout}${out.stderr}`);
+      throw new Error(
+        `cnitool add on ${this.name} failed (exit ${out.code}): ${out.stdout}${out.stderr}`,
+      );
     }
     const ip = JSON.parse(out.stdout).ips[0].address.split("/")[0];
     const pod = { ns, ip, node: this };
@@ -199,7 +203,9 @@ export class TestNode {
   async delPod(pod: Pod): Promise<void> {
     const out = await this.cnitool("del", pod.ns);
     if (out.code !== 0) {
-      throw new Error(`cnitool del on ${this.name} failed: ${out.stdout}${out.stderr}`);
+      throw new Error(
+        `cnitool del on ${this.name} failed (exit ${out.code}): ${out.stdout}${out.stderr}`,
+      );
     }
     await pod.ns.remove();
     this.pods.splice(this.pods.indexOf(pod), 1);
@@ -231,6 +237,13 @@ export class TestCluster {
   readonly clusterCIDR: string;
   readonly subnetLen: number;
   readonly bridge = "br0";
+  /**
+   * The Deno processes of a cluster (agents, cnitool) keep their V8 code
+   * cache in the cluster's directory: the machine-wide cache database is
+   * shared with every other Deno process there, and under heavy contention
+   * a process has died of SIGBUS in it.
+   */
+  readonly denoEnv: Record<string, string>;
 
   private constructor(
     options: ClusterOptions,
@@ -243,6 +256,7 @@ export class TestCluster {
     this.leaseTTL = options.leaseTTL ?? 3;
     this.clusterCIDR = options.clusterCIDR ?? "10.244.0.0/16";
     this.subnetLen = options.subnetLen ?? 24;
+    this.denoEnv = { DENO_DIR: `${dir}/deno` };
   }
 
   /** The underlay with etcd running and the outside host; no nodes yet. */
