@@ -158,7 +158,8 @@ async function runBoth(
       console.log("second kernel: not started, the files do not type-check");
       return 1;
     }
-    console.log(`second kernel: ${kernelFiles.length} files in user-mode-linux`);
+    const files = kernelFiles.length === 1 ? "1 file" : `${kernelFiles.length} files`;
+    console.log(`second kernel: ${files} in user-mode-linux`);
     const result = await runInUml({
       cmd: [Deno.execPath(), "test", "-P", "--no-check", ...denoArgs, ...kernelFiles],
       cwd: root,

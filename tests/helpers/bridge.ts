@@ -35,21 +35,29 @@ export function portFlag(l: LinkJ, flag: string): unknown {
   return l.linkinfo?.info_slave_data?.[flag];
 }
 
-/** `bridge -j vlan show` in `ns`, as `port vid[ pvid][ untagged]` lines. */
+/**
+ * `bridge -j vlan show` in `ns`, as `port vid[ pvid][ egress untagged]` lines. Consecutive VLANs
+ * of a port with the same flags are one `first-last` line, as the kernel stores single VLANs
+ * however they were added and iproute2 prints them one by one.
+ */
 export async function vlans(ns: TestNetns): Promise<string[]> {
   const out = await ns.exec("bridge", ["-j", "vlan", "show"]);
   const ports = JSON.parse(out || "[]") as {
     ifname: string;
     vlans: { vlan: number; vlanEnd?: number; flags?: string[] }[];
   }[];
-  return ports.flatMap((p) =>
-    p.vlans.map((v) =>
-      [p.ifname, v.vlanEnd ? `${v.vlan}-${v.vlanEnd}` : String(v.vlan), ...(v.flags ?? [])].join(
-        " ",
-      )
-        .toLowerCase()
-    )
-  ).sort();
+  return ports.flatMap((p) => {
+    const runs: { first: number; last: number; flags: string }[] = [];
+    for (const v of p.vlans) {
+      const flags = (v.flags ?? []).map((f) => ` ${f.toLowerCase()}`).join("");
+      const prev = runs.at(-1);
+      if (prev && prev.last + 1 === v.vlan && prev.flags === flags) prev.last = v.vlanEnd ?? v.vlan;
+      else runs.push({ first: v.vlan, last: v.vlanEnd ?? v.vlan, flags });
+    }
+    return runs.map((r) =>
+      `${p.ifname} ${r.first === r.last ? r.first : `${r.first}-${r.last}`}${r.flags}`
+    );
+  }).sort();
 }
 
 interface NftItem {

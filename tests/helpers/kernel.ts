@@ -25,6 +25,8 @@ export interface LinkJ {
   mtu: number;
   flags: string[];
   master?: string;
+  /** The peer or lower link when it is in the same namespace (else `link_index`). */
+  link?: string;
   link_index?: number;
   link_netnsid?: number;
   promiscuity?: number;

@@ -1,16 +1,9 @@
 import { assertEquals, assertMatch, assertThrows } from "../../helpers/assert.ts";
-import { assertSuccess, currentResult, haveReference, withPrev } from "../../helpers/applet.ts";
+import { haveReference } from "../../helpers/applet.ts";
 import { hostLocal } from "../../helpers/ipam.ts";
-import { addresses, link, links } from "../../helpers/kernel.ts";
-import {
-  assertNothingLeft,
-  bridge,
-  bridgeConf,
-  bridgeName,
-  verifyAttachment,
-  vlans,
-} from "../../helpers/bridge.ts";
-import { canNetns, withDataDirAndNamespaces, withNamespaces } from "../../helpers/netns.ts";
+import { links } from "../../helpers/kernel.ts";
+import { assertNothingLeft, bridge, bridgeConf, bridgeName } from "../../helpers/bridge.ts";
+import { canNetns, withDataDirAndNamespaces } from "../../helpers/netns.ts";
 import { probeKernel } from "../../helpers/kernel_features.ts";
 import {
   collectVlanTrunk,
@@ -21,6 +14,7 @@ import {
 import { parseCIDR } from "../../../lib/cni/ipnet.ts";
 import { CniError } from "../../../lib/cni/errors.ts";
 
+// With VLAN filtering: bridge_vlan_filtering_test.ts, in the second kernel where this one lacks it.
 const canFilterVlans = (await probeKernel(["bridge-vlan-filtering"]))["bridge-vlan-filtering"];
 
 const ready = !canNetns || !haveReference;
@@ -145,7 +139,7 @@ Deno.test("gatewayAddressCommands() decides as the reference's ensureAddr", () =
   );
 });
 
-// ---- without VLAN filtering in the kernel -----------------------------------------
+// ---- without VLAN filtering in the kernel (only such a kernel can show it) ---------
 
 Deno.test({
   name: "bridge VLANs on a kernel without VLAN filtering: an error, and nothing left",
@@ -171,100 +165,5 @@ Deno.test({
       assertEquals(add.json!.code, 5, add.stdout);
       assertMatch(add.json!.msg as string, /failed to setup vlan tag/);
       await assertNothingLeft(host, [ctr], dataDir);
-    }),
-});
-
-// ---- with VLAN filtering (skipped where the kernel lacks it) ----------------------
-
-Deno.test({
-  name: "bridge access VLAN 100: PVID untagged on the port, default VLAN removed or kept",
-  ignore: ready || !canFilterVlans,
-  fn: () =>
-    withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
-      const at = { netns: ctr.path };
-      for (const preserveDefaultVlan of [false, true]) {
-        const br = bridgeName();
-        const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
-          vlan: 100,
-          preserveDefaultVlan,
-        });
-        const add = assertSuccess(await bridge("ADD", host, at, conf));
-        const result = currentResult(add, "1.0.0");
-        const port = (await verifyAttachment(result, { host, ctr, bridge: br })).ifname;
-        const info = (await link(host, br))!.linkinfo?.info_data;
-        assertEquals(info?.vlan_filtering, 1);
-        const mine = (await vlans(host)).filter((v) => v.startsWith(`${port} `));
-        assertEquals(mine, [
-          ...(preserveDefaultVlan ? [`${port} 1`] : []),
-          `${port} 100 pvid egress untagged`,
-        ]);
-        assertSuccess(await bridge("CHECK", host, at, withPrev(conf, add)));
-        assertSuccess(await bridge("DEL", host, at, conf));
-        await assertNothingLeft(host, [ctr], dataDir);
-      }
-    }),
-});
-
-Deno.test({
-  name: "bridge vlanTrunk 101,200-210 with and without an access VLAN",
-  ignore: ready || !canFilterVlans,
-  fn: () =>
-    withNamespaces(1, async (host, ctr) => {
-      const at = { netns: ctr.path };
-      const trunk = [{ id: 101 }, { minID: 200, maxID: 210 }];
-      for (const vlan of [0, 100]) {
-        const br = bridgeName();
-        const conf = bridgeConf("1.0.0", br, {}, { vlan, vlanTrunk: trunk });
-        const add = assertSuccess(await bridge("ADD", host, at, conf));
-        const port = currentResult(add, "1.0.0").interfaces![1]!.name;
-        const native = vlan || 1;
-        assertEquals(
-          (await vlans(host)).filter((v) => v.startsWith(`${port} `)),
-          [
-            `${port} ${native} pvid egress untagged`,
-            `${port} 101`,
-            `${port} 200-210`,
-          ].sort(),
-        );
-        assertSuccess(await bridge("DEL", host, at, conf));
-      }
-    }),
-});
-
-Deno.test({
-  name: "bridge VLAN gateway: <bridge>.<vlan> carries the gateway and is in the result",
-  ignore: ready || !canFilterVlans,
-  fn: () =>
-    withDataDirAndNamespaces(2, async (dataDir, host, c1, c2) => {
-      const br = bridgeName().slice(0, 10);
-      const conf = bridgeConf("1.0.0", br, hostLocal("v4", dataDir), {
-        vlan: 100,
-        isGateway: true,
-      });
-      const add = assertSuccess(await bridge("ADD", host, { netns: c1.path }, conf));
-      const result = currentResult(add, "1.0.0");
-      const gwName = `${br}.100`;
-      assertEquals(result.interfaces!.length, 4);
-      assertEquals(result.interfaces![3]!.name, gwName);
-      const gw = (await link(host, gwName))!;
-      assertEquals(result.interfaces![3]!.mac, gw.address);
-      assertEquals(addresses(gw), ["10.88.0.1/24 brd 10.88.0.255"]);
-      assertEquals(addresses((await link(host, br))!), []);
-      // The gateway's peer is a port in VLAN 100.
-      const peer = (await links(host)).find((l) => l.ifindex === gw.link_index)!;
-      assertEquals(peer.master, br);
-      assertEquals((await vlans(host)).filter((v) => v.startsWith(`${peer.ifname} `)), [
-        `${peer.ifname} 100 pvid egress untagged`,
-      ]);
-      // A second attachment reuses it.
-      const add2 = assertSuccess(
-        await bridge("ADD", host, { netns: c2.path, containerId: "b" }, conf),
-      );
-      assertEquals(currentResult(add2, "1.0.0").interfaces![3]!.mac, gw.address);
-      for (const [ctr, id] of [[c1, "ctr1"], [c2, "b"]] as const) {
-        assertSuccess(await bridge("DEL", host, { netns: ctr.path, containerId: id }, conf));
-      }
-      // DEL never removes the gateway link (as it never removes the bridge).
-      assertEquals(addresses((await link(host, gwName))!), ["10.88.0.1/24 brd 10.88.0.255"]);
     }),
 });
