@@ -40,6 +40,7 @@ export const PLUGINS: readonly PluginApplet[] = [
       daemon: async (args) => (await import("./ipam/dhcp/daemon.ts")).daemonMain(args),
     },
   },
+  { name: "sbr", load: async () => (await import("./plugins/meta/sbr/mod.ts")).sbr },
 ];
 
 /** The tools. */

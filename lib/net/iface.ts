@@ -8,7 +8,7 @@
 
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import { ipBatch, type IpCommand } from "./ip.ts";
-import { formatIP, parseCIDR, parseIP } from "../cni/ipnet.ts";
+import { formatIP, type IP, parseCIDR, parseIP } from "../cni/ipnet.ts";
 import { withNetnsSync } from "./netns.ts";
 import type { Result, Route } from "../cni/spec/schemas.ts";
 import { ensureSysctls } from "./sysctl.ts";
@@ -63,22 +63,27 @@ export function routeCommand(route: Route, dev: string, gw?: string): IpCommand 
 }
 
 /**
- * Waits until no address of `ifname` is tentative (IPv6 DAD), reading
- * if_inet6 inside the netns: no process per poll. thread-self, because
- * /proc/self/net follows the main thread's netns, not this thread's.
+ * Waits until no address of `ifname` (of `only`, when given) is tentative
+ * (IPv6 DAD), reading if_inet6 inside the netns: no process per poll.
+ * Once DAD is done the kernel has the address's local route too.
+ * thread-self, because /proc/self/net follows the main thread's netns, not
+ * this thread's.
  */
 export async function settleAddresses(
   netns: string,
   ifname: string,
   timeoutMs = 5000,
+  only?: readonly IP[],
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const wanted = only && new Set(only.map((ip) => ip.value));
   for (;;) {
     const flags = withNetnsSync(
       netns,
       () => Deno.readTextFileSync("/proc/thread-self/net/if_inet6"),
     )
-      .split("\n").map((line) => line.trim().split(/\s+/)).filter((f) => f[5] === ifname)
+      .split("\n").map((line) => line.trim().split(/\s+/))
+      .filter((f) => f[5] === ifname && (!wanted || wanted.has(BigInt(`0x${f[0]}`))))
       .map((f) => parseInt(f[4]!, 16));
     if (flags.some((f) => f & IFA_F_DADFAILED)) {
       throw new CniError(

@@ -6,6 +6,7 @@
  */
 
 import { CniError, ErrorCode } from "../cni/errors.ts";
+import type { Rollback } from "../cni/rollback.ts";
 import { run } from "./exec.ts";
 
 /** One `ip` (or `tc`) command as an argument array, e.g. `["link", "set", "lo", "up"]`. */
@@ -93,6 +94,40 @@ export class IpBatchError extends CniError {
   get said(): string {
     return this.message.replace(/^(ip|tc) failed: /, "").split("\n")
       .filter((line) => !line.startsWith("Command failed")).join("; ");
+  }
+}
+
+/** One line of an undoable batch: the command, and the one that takes it back. */
+export interface IpStep {
+  run: IpCommand;
+  undo?: IpCommand;
+}
+
+/**
+ * Runs `steps` in one {@link ipBatch} and registers on `rollback` how to
+ * take back the lines that took effect: all of them on success, those
+ * before the failing line on failure (`ip` stops there). The undo runs
+ * newest first in one `ip -force` batch, so one undo failing does not stop
+ * the others.
+ */
+export async function ipSteps(
+  steps: IpStep[],
+  rollback: Rollback,
+  options: IpOptions = {},
+): Promise<unknown[]> {
+  const undoFirst = (done: number) => {
+    const undo = steps.slice(0, done).reverse().flatMap((s) => (s.undo ? [s.undo] : []));
+    if (undo.length) {
+      rollback.defer("ip commands", () => ipBatch(undo, { ...options, force: true }));
+    }
+  };
+  try {
+    const outputs = await ipBatch(steps.map((s) => s.run), options);
+    undoFirst(steps.length);
+    return outputs;
+  } catch (e) {
+    if (e instanceof IpBatchError) undoFirst((e.line ?? 1) - 1);
+    throw e;
   }
 }
 

@@ -99,3 +99,31 @@ export function withNetnsSync<T>(path: string, fn: () => T): T {
     if (home >= 0) symbols.close(home);
   }
 }
+
+/**
+ * Runs `fn` holding an exclusive flock(2) on the netns file at `path`, so
+ * that the plugins working on one namespace's rules and routes (sbr, vrf)
+ * take turns; the reference's sbr locks the same file the same way. The
+ * file is never created: a missing namespace is code 3.
+ */
+export async function withNetnsLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true });
+  } catch (e) {
+    const missing = e instanceof Deno.errors.NotFound;
+    throw new CniError(
+      missing ? ErrorCode.unknownContainer : ErrorCode.ioFailure,
+      `failed to open netns "${path}" to lock it: ${
+        missing ? "no such file or directory" : (e as Error).message
+      }`,
+    );
+  }
+  try {
+    file.lockSync(true);
+    return await fn();
+  } finally {
+    // Closing the only descriptor releases the lock.
+    file.close();
+  }
+}

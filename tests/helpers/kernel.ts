@@ -163,3 +163,55 @@ export async function vethBetween(
   await sh("ip", ["-n", a.name, "link", "set", aName, "up"]);
   await sh("ip", ["-n", b.name, "link", "set", bName, "up"]);
 }
+
+/** A route as `ip -j -d route show table all` prints it. */
+interface DetailedRouteJ extends RouteJ {
+  table: string;
+  metric?: number;
+  metrics?: Record<string, unknown>[];
+}
+
+/**
+ * Every route of `ns` outside the local table, both families, with table,
+ * protocol and scope, as `[type ]dst [via gw] dev d table t proto p scope s
+ * [src a] [metric m] [mtu n]`, sorted.
+ */
+export async function allRoutes(ns: TestNetns): Promise<string[]> {
+  const all = await ns.ipJson<DetailedRouteJ[]>("-d", "route", "show", "table", "all");
+  return all.filter((r) => r.table !== "local").map((r) =>
+    [
+      r.type === "unicast" ? "" : r.type,
+      r.dst,
+      r.gateway ? `via ${r.gateway}` : "",
+      `dev ${r.dev}`,
+      `table ${r.table}`,
+      `proto ${r.protocol}`,
+      `scope ${r.scope}`,
+      r.prefsrc ? `src ${r.prefsrc}` : "",
+      r.metric !== undefined ? `metric ${r.metric}` : "",
+      ...(r.metrics ?? []).flatMap((m) => Object.entries(m).map(([k, v]) => `${k} ${v}`)),
+    ].filter(Boolean).join(" ")
+  ).sort();
+}
+
+/** The policy rules of `ns`, IPv4 then IPv6, as `prio: from src[/len] lookup table`. */
+export async function rules(ns: TestNetns): Promise<string[]> {
+  const out: string[] = [];
+  for (const family of ["-4", "-6"]) {
+    const list = await ns.ipJson<
+      { priority: number; src: string; srclen?: number; table: string }[]
+    >(
+      family,
+      "rule",
+      "show",
+    );
+    out.push(
+      ...list.map((r) =>
+        `${r.priority}: from ${r.src}${
+          r.srclen !== undefined ? `/${r.srclen}` : ""
+        } lookup ${r.table}`
+      ),
+    );
+  }
+  return out;
+}
