@@ -10,16 +10,18 @@
  *
  * The guest's root file system is this machine's (hostfs, read-write), so the checkout, deno
  * and every tool are at the same paths, and so is the working directory. The guest has its own
- * network stack, namespaces and netfilter, and its own `/dev`, `/run` and `/var/lib/cni`
- * (tmpfs); Deno's cache directory is an overlay there, so the guest reads the host's cache and
- * never writes it (two kernels must not share SQLite files). Kernel modules load on demand.
+ * network stack, namespaces and netfilter, its own `/dev`, and tmpfs on `/run` and (when it
+ * exists) `/var/lib/cni`; Deno's cache directory is an overlay there, so the guest reads the
+ * host's cache and never writes it (two kernels must not share SQLite files). Kernel modules
+ * load on demand.
  *
  * The command's stdout and stderr stream back as it runs; its stdin is empty. Environment:
  * PATH, HOME, NO_COLOR, CI, DENO_DIR, TERM and every CNIKIT_* variable pass in, plus `--env`,
  * plus `CNIKIT_SECOND_KERNEL=uml`. Exit status: the command's; 124 when it ran past the
  * timeout; 125 when the guest could not start or stopped without a result; 130/143 when this
- * runner was interrupted. Whatever happens, no process of the guest outlives the runner: it
- * stops the guest and then kills, by PID, every process left in the guest's session.
+ * runner was interrupted. No process of the guest outlives the runner: it stops the guest and
+ * then kills, by PID, every process left in the guest's session; and should the runner itself
+ * be killed, the guest powers off at its end of input, or a minute after the timeout.
  *
  * The guest is slow at system calls (a Deno start costs seconds there): run in it only what
  * needs its kernel.
@@ -27,7 +29,7 @@
  */
 
 /** Where Debian's user-mode-linux package puts the kernel and its modules. */
-const KERNEL_CANDIDATES = ["/usr/bin/linux.uml", "/usr/bin/linux"];
+const KERNEL_CANDIDATES = ["/usr/bin/linux.uml"];
 const MODULES_DIR = "/usr/lib/uml/modules";
 const MODPROBE_CANDIDATES = ["/usr/sbin/modprobe", "/sbin/modprobe"];
 /** Loaded at boot: a tun device node exists only once the module is in, so nothing asks for it. */
@@ -131,11 +133,11 @@ function denoDir(env: Record<string, string>): string | undefined {
  */
 function initScript(
   work: string,
-  modprobe: string,
   modules: string[],
   cmd: string[],
   cwd: string,
   env: Record<string, string>,
+  timeoutSeconds: number,
 ): string {
   const deno = denoDir(env);
   return `#!/bin/sh
@@ -160,15 +162,14 @@ mount -t overlay overlay -o lowerdir=${
       } || echo "uml_run: no overlay on ${deno}: the guest writes the host's Deno cache"`
       : ""
   }
-printf '#!/bin/sh\\nexec ${modprobe} -d ${q(`${work}/mods`)} "$@"\\n' >/run/cnikit-uml/modprobe
-chmod +x /run/cnikit-uml/modprobe
-echo /run/cnikit-uml/modprobe >/proc/sys/kernel/modprobe
-${modules.length ? `/run/cnikit-uml/modprobe -a ${modules.map(q).join(" ")}` : ""}
+echo ${q(`${work}/modprobe`)} >/proc/sys/kernel/modprobe
+${modules.length ? `${q(`${work}/modprobe`)} -a ${modules.map(q).join(" ")}` : ""}
 ip link set lo up
-cd ${q(cwd)} || exit 1
+(sleep ${timeoutSeconds + 60}; poweroff -f) &
 set -- env -i ${Object.entries(env).map(([k, v]) => q(`${k}=${v}`)).join(" ")} ${
     cmd.map(q).join(" ")
   }
+cd ${q(cwd)} || set -- sh -c 'echo "uml_run: no directory $0 in the guest" >&2; exit 125' ${q(cwd)}
 mkfifo /run/cnikit-uml/fifo/out /run/cnikit-uml/fifo/err
 cat /run/cnikit-uml/fifo/out >/dev/tty1 & out=$!
 cat /run/cnikit-uml/fifo/err & err=$!
@@ -321,11 +322,18 @@ export async function runInUml(options: UmlRunOptions): Promise<UmlRunResult> {
     await Deno.mkdir(`${work}/mods/lib/modules`, { recursive: true });
     const version = found.modules.slice(found.modules.lastIndexOf("/") + 1);
     await Deno.symlink(found.modules, `${work}/mods/lib/modules/${version}`);
+    // The kernel runs this for every module it wants: modprobe, pointed at the UML modules.
+    await Deno.writeTextFile(
+      `${work}/modprobe`,
+      `#!/bin/sh\nexec ${found.modprobe} -d ${q(`${work}/mods`)} "$@"\n`,
+      { mode: 0o755 },
+    );
     const modules = [...DEFAULT_MODULES, ...options.modules ?? []];
     const cwd = options.cwd ?? Deno.cwd();
+    const timeoutMs = (options.timeoutSeconds ?? 1200) * 1000;
     await Deno.writeTextFile(
       `${work}/init`,
-      initScript(work, found.modprobe, modules, options.cmd, cwd, env),
+      initScript(work, modules, options.cmd, cwd, env, timeoutMs / 1000),
       { mode: 0o755 },
     );
 
@@ -375,7 +383,6 @@ export async function runInUml(options: UmlRunOptions): Promise<UmlRunResult> {
     const pumps = Promise.all([pump(guest.stdout, stdout), pump(guest.stderr, console)]);
 
     let stopReason: "timeout" | "interrupt" | undefined;
-    const timeoutMs = (options.timeoutSeconds ?? 1200) * 1000;
     const timer = setTimeout(() => stopReason ??= "timeout", timeoutMs);
     const abort = () => stopReason ??= "interrupt";
     options.signal?.addEventListener("abort", abort);
