@@ -11,7 +11,7 @@ Deno.test({
     "agent: etcd stopped for 10 s and restarted: no pod loses connectivity, no duplicate subnet",
   ignore: !canNetns,
   fn: (t) =>
-    withCluster({ backend: "vxlan", leaseTTL: 3 }, async (cluster) => {
+    withCluster({ backend: "vxlan", leaseTTL: 5 }, async (cluster) => {
       const nodes = await cluster.addNodes(3);
       const pods = await Promise.all(nodes.map((n) => n.addPod()));
       await assertAllPairs(pods);
@@ -46,7 +46,7 @@ Deno.test({
           const stoppedAt = Date.now();
           await cluster.stopEtcd();
           for (const [i, node] of nodes.entries()) {
-            await node.agent!.waitForLog(/etcd unreachable, keeping the data plane/, 10, marks[i]);
+            await node.agent!.waitForLog(/etcd unreachable, keeping the data plane/, 30, marks[i]);
           }
           const status = await spawnOutput(`${DIST_BIN}/cnikit`, [
             "agent",
@@ -62,7 +62,7 @@ Deno.test({
           for (const [i, node] of nodes.entries()) {
             await node.agent!.waitForLog(
               /reconcile \(etcd back, watch resumed at revision/,
-              15,
+              30,
               marks[i],
             );
           }
@@ -113,7 +113,7 @@ Deno.test({
             await cluster.stopEtcd();
             await cluster.startEtcd();
             for (const [i, node] of others.entries()) {
-              await node.agent!.waitForLog(new RegExp(`leave: ${frozen.name} `), 15, marks[i]);
+              await node.agent!.waitForLog(new RegExp(`leave: ${frozen.name} `), 30, marks[i]);
             }
             // Changes it misses, then compacted away.
             const ghost = `${cluster.etcdPrefix}/subnets/10.244.200.0-24`;
@@ -137,12 +137,12 @@ Deno.test({
           }
           await frozen.agent!.waitForLog(
             /reconcile \(revisions up to \d+ compacted, listed again at \d+\)/,
-            15,
+            30,
             mark,
           );
           await frozen.agent!.waitForLog(
             /registered 10\.244\.\d+\.0\/24 again \(lease \d+ expired\)/,
-            15,
+            30,
             mark,
           );
           assertMatch(
@@ -150,7 +150,7 @@ Deno.test({
             /join: ghost 10\.244\.200\.0\/24 via 10\.123\.0\.99/,
           );
           for (const [i, node] of others.entries()) {
-            await node.agent!.waitForLog(new RegExp(`join: ${frozen.name} `), 15, marks[i]);
+            await node.agent!.waitForLog(new RegExp(`join: ${frozen.name} `), 30, marks[i]);
           }
           assertEquals(await frozen.subnet(), subnet);
           await cluster.etcdctl(["del", `${cluster.etcdPrefix}/subnets/10.244.200.0-24`]);

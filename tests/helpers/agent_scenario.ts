@@ -133,7 +133,7 @@ export function agentScenario(backend: "host-gw" | "vxlan"): void {
     name: `agent (${backend}): pods across nodes, outside, join, leave by lease expiry, restarts`,
     ignore: !canNetns,
     fn: (t) =>
-      withCluster({ backend, leaseTTL: 3 }, async (cluster) => {
+      withCluster({ backend, leaseTTL: 5 }, async (cluster) => {
         const nodes = await cluster.addNodes(3);
         const pods: Pod[] = [];
 
@@ -214,7 +214,7 @@ export function agentScenario(backend: "host-gw" | "vxlan"): void {
             for (const [i, node] of nodes.entries()) {
               const joined = (await node.agent!.waitForLog(
                 /^(\S+) cnikit agent: join: node4 /m,
-                10,
+                30,
                 marks[i],
               ))[1]!;
               const ms = msBetween(leased, joined);
@@ -237,7 +237,7 @@ export function agentScenario(backend: "host-gw" | "vxlan"): void {
             const killed = Date.now();
             await node4.agent!.stop("SIGKILL");
             for (const [i, node] of nodes.entries()) {
-              await node.agent!.waitForLog(/cnikit agent: leave: node4 /, 15, marks[i]);
+              await node.agent!.waitForLog(/cnikit agent: leave: node4 /, 30, marks[i]);
             }
             console.log(
               `${backend}: node4 left everywhere ${Date.now() - killed} ms after kill -9`,
@@ -302,6 +302,7 @@ export function agentScenario(backend: "host-gw" | "vxlan"): void {
             // A clean stop releases the subnet; the saved state gets it back.
             assertEquals((await node1.agent!.stop("SIGTERM")).code, 0);
             assertMatch(node1.agent!.log, /released 10\.244\.\d+\.0\/24/);
+            assert(!(await cluster.subnetsInEtcd()).has(before[0]!), "released in etcd at once");
             await node1.startAgent();
             assertMatch(node1.agent!.log, /the subnet this node held before/);
             assertMatch(

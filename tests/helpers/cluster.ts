@@ -54,7 +54,7 @@ export class TestProcess {
   }
 
   /** Waits until its stderr matches `pattern`; throws after `seconds` or when it exits first. */
-  async waitForLog(pattern: RegExp, seconds = 20, from = 0): Promise<RegExpMatchArray> {
+  async waitForLog(pattern: RegExp, seconds = 60, from = 0): Promise<RegExpMatchArray> {
     const deadline = Date.now() + seconds * 1000;
     while (Date.now() < deadline) {
       const match = this.#log.slice(from).match(pattern);
@@ -220,7 +220,11 @@ export class TestNode {
 /** Options for {@link TestCluster.create}. */
 export interface ClusterOptions {
   backend: "host-gw" | "vxlan";
-  /** Lease TTL of every agent, seconds. */
+  /**
+   * Lease TTL of every agent, seconds. Long by default, so that an agent
+   * starved of CPU on a busy machine does not lose its lease; the tests of
+   * lease expiry set a short one.
+   */
   leaseTTL?: number;
   clusterCIDR?: string;
   subnetLen?: number;
@@ -253,7 +257,7 @@ export class TestCluster {
     readonly outside: TestNetns,
   ) {
     this.backend = options.backend;
-    this.leaseTTL = options.leaseTTL ?? 3;
+    this.leaseTTL = options.leaseTTL ?? 15;
     this.clusterCIDR = options.clusterCIDR ?? "10.244.0.0/16";
     this.subnetLen = options.subnetLen ?? 24;
     this.denoEnv = { DENO_DIR: `${dir}/deno` };
@@ -405,7 +409,7 @@ export class TestCluster {
 }
 
 /** Retries `check` (an assertion) every 100 ms until it passes; after `seconds` its last failure is thrown. */
-export async function eventually(check: () => Promise<void>, seconds = 5): Promise<void> {
+export async function eventually(check: () => Promise<void>, seconds = 15): Promise<void> {
   const deadline = Date.now() + seconds * 1000;
   while (true) {
     try {
