@@ -41,6 +41,7 @@ export const PLUGINS: readonly PluginApplet[] = [
     },
   },
   { name: "sbr", load: async () => (await import("./plugins/meta/sbr/mod.ts")).sbr },
+  { name: "portmap", load: async () => (await import("./plugins/meta/portmap/mod.ts")).portmap },
 ];
 
 /** The tools. */
