@@ -7,13 +7,16 @@
  * host as well where the host has its features.
  *
  * ```sh
- * deno run -A scripts/test.ts [--host | --kernel] [--timeout S] [PATH...] [-- DENO_TEST_ARG...]
+ * deno run -A scripts/test.ts [--host | --kernel] [--timeout S] [--jobs N] [PATH...] \
+ *   [-- DENO_TEST_ARG...]
  * ```
  *
  * `--host` or `--kernel` does that run only. PATHs (files or directories) narrow the files;
  * with `--kernel`, files named one by one run in the second kernel whether or not they declare
- * a feature. Arguments after `--` go to both `deno test`s (`--filter`, ...). The exit status is
- * 0 when both runs passed. Each run ends with Deno's summary line; `.ci/run` adds them up.
+ * a feature. The kernel files are split among N guests at once (a guest uses one CPU; default:
+ * the CPUs, at most 4), each stopped after `--timeout` seconds (40 min). Arguments after `--` go
+ * to every `deno test` (`--filter`, ...). The exit status is 0 when every run passed. Each run
+ * ends with Deno's summary line; `.ci/run` adds them up.
  * @module
  */
 
@@ -24,11 +27,13 @@ import {
   type KernelFeature,
   probeKernel,
 } from "../tests/helpers/kernel_features.ts";
-import { abortOnSignals, runInUml } from "./uml_run.ts";
+import { abortOnSignals, runInUml, type UmlRunResult } from "./uml_run.ts";
 
 const root = resolve(fileURLToPath(new URL("..", import.meta.url)));
 /** The second-kernel run's limit: far above its few minutes, far below CI's 90. */
 const DEFAULT_TIMEOUT_S = 40 * 60;
+/** Guests at once at most: each takes one CPU and 1.5 GB. */
+const MAX_GUESTS = 4;
 
 /** Every `*_test.ts` under `dir`, relative to the root, sorted. */
 function testFiles(dir: string): string[] {
@@ -40,7 +45,13 @@ function testFiles(dir: string): string[] {
       else if (e.isFile && e.name.endsWith("_test.ts")) out.push(relative(root, p));
     }
   };
-  if (Deno.statSync(dir).isDirectory) walk(dir);
+  let isDirectory: boolean;
+  try {
+    isDirectory = Deno.statSync(dir).isDirectory;
+  } catch {
+    throw new Error(`no test file or directory ${relative(root, dir)}`);
+  }
+  if (isDirectory) walk(dir);
   else out.push(relative(root, dir));
   return out.sort();
 }
@@ -91,89 +102,143 @@ async function denoTest(args: string[]): Promise<number> {
 
 const secs = (ms: number | undefined) => ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`;
 
+/** What one invocation runs. */
+interface Plan {
+  only?: "host" | "kernel";
+  /** Files without a kernel-feature declaration. */
+  host: string[];
+  /** Kernel-feature files and the features each declares. */
+  kernel: Map<string, KernelFeature[]>;
+  /** What the second kernel runs. */
+  kernelFiles: string[];
+  denoArgs: string[];
+  timeout: number;
+  /** How many guests share the kernel files. */
+  jobs: number;
+}
+
 async function main(argv: string[]): Promise<number> {
   const dash = argv.indexOf("--");
-  const denoArgs = dash < 0 ? [] : argv.slice(dash + 1);
   const own = dash < 0 ? argv : argv.slice(0, dash);
-  let only: "host" | "kernel" | undefined;
+  let only: Plan["only"];
   let timeout = DEFAULT_TIMEOUT_S;
+  let jobs = Math.min(MAX_GUESTS, navigator.hardwareConcurrency || 1);
   const paths: string[] = [];
   for (let i = 0; i < own.length; i++) {
     const a = own[i]!;
     if (a === "--host") only = "host";
     else if (a === "--kernel") only = "kernel";
     else if (a === "--timeout") timeout = Number(own[++i]);
+    else if (a === "--jobs") jobs = Number(own[++i]);
     else if (a.startsWith("-")) throw new Error(`unknown option ${a}`);
     else paths.push(a);
   }
+  if (!(timeout > 0) || !(jobs >= 1)) throw new Error("--timeout and --jobs take positive numbers");
   const { host, kernel } = classify(paths.length ? paths : ["tests"]);
   // Files named one by one go to the second kernel on request, features or not.
   const named = paths.filter((p) => p.endsWith(".ts")).map((p) => relative(root, resolve(root, p)));
   const kernelFiles = only === "kernel" && named.length ? named : [...kernel.keys()];
+  const plan: Plan = {
+    ...(only ? { only } : {}),
+    host,
+    kernel,
+    kernelFiles,
+    denoArgs: dash < 0 ? [] : argv.slice(dash + 1),
+    timeout,
+    jobs,
+  };
 
   const signals = abortOnSignals();
   try {
-    return await runBoth(only, host, kernel, kernelFiles, denoArgs, timeout, signals.signal);
+    const codes = [];
+    if (plan.only !== "kernel") codes.push(await hostRun(plan));
+    if (plan.only !== "host" && !signals.signal.aborted) {
+      codes.push(await kernelRun(plan, signals.signal));
+    }
+    return signals.exitCode() ?? codes.find((c) => c !== 0) ?? 0;
   } finally {
     signals.dispose();
   }
 }
 
-async function runBoth(
-  only: "host" | "kernel" | undefined,
-  host: string[],
-  kernel: Map<string, KernelFeature[]>,
-  kernelFiles: string[],
-  denoArgs: string[],
-  timeout: number,
-  signal: AbortSignal,
-): Promise<number> {
-  const status: number[] = [];
-  if (only !== "kernel") {
-    const features = [...new Set([...kernel.values()].flat())];
-    const have = await probeKernel(features);
-    const hostFiles = [
-      ...host,
-      ...[...kernel].filter(([, fs]) => fs.every((f) => have[f])).map(([f]) => f),
-    ].sort();
-    const lacking = features.filter((f) => !have[f]);
-    if (lacking.length) {
-      console.log(`host run: this kernel lacks ${lacking.join(", ")}; those files run in UML`);
-    }
-    if (hostFiles.length) {
-      const started = performance.now();
-      const code = await denoTest(["-P", "--parallel", ...denoArgs, ...hostFiles]);
-      console.log(`host run: exit ${code} in ${secs(performance.now() - started)}`);
-      status.push(code);
-    }
+/** Host files, and kernel-feature files whose features this kernel has, in one `deno test`. */
+async function hostRun(plan: Plan): Promise<number> {
+  const features = [...new Set([...plan.kernel.values()].flat())];
+  const have = await probeKernel(features);
+  const files = [
+    ...plan.host,
+    ...[...plan.kernel].filter(([, fs]) => fs.every((f) => have[f])).map(([f]) => f),
+  ].sort();
+  const lacking = features.filter((f) => !have[f]);
+  if (lacking.length) {
+    console.log(`host run: this kernel lacks ${lacking.join(", ")}; those files run in UML`);
   }
-  if (signal.aborted) return 130;
-  if (only !== "host" && kernelFiles.length) {
-    // Type errors show here, fast; the guest then skips the check, which is slow there.
-    const check = await new Deno.Command(Deno.execPath(), {
-      args: ["check", ...kernelFiles],
-      cwd: root,
-    }).spawn().status;
-    if (!check.success) {
-      console.log("second kernel: not started, the files do not type-check");
-      return 1;
-    }
-    const files = kernelFiles.length === 1 ? "1 file" : `${kernelFiles.length} files`;
-    console.log(`second kernel: ${files} in user-mode-linux`);
-    const result = await runInUml({
-      cmd: [Deno.execPath(), "test", "-P", "--no-check", ...denoArgs, ...kernelFiles],
-      cwd: root,
-      timeoutSeconds: timeout,
-      signal,
-    });
-    if (result.failure) console.log(`second kernel: ${result.failure}`);
-    console.log(
-      `second kernel: exit ${result.code}, boot ${secs(result.bootMs)}, ` +
-        `tests ${secs(result.commandMs)}`,
-    );
-    status.push(result.code);
-  }
-  return status.find((c) => c !== 0) ?? 0;
+  if (!files.length) return 0;
+  const started = performance.now();
+  const code = await denoTest(["-P", "--parallel", ...plan.denoArgs, ...files]);
+  console.log(`host run: exit ${code} in ${secs(performance.now() - started)}`);
+  return code;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+/**
+ * The kernel files in the second kernel: split among up to `jobs` guests, since a guest uses one
+ * CPU. The first guest's output streams; the others' follows when they are done.
+ */
+async function kernelRun(plan: Plan, signal: AbortSignal): Promise<number> {
+  if (!plan.kernelFiles.length) return 0;
+  // Type errors show here, fast; the guests then skip the check, which is slow there.
+  const check = await new Deno.Command(Deno.execPath(), {
+    args: ["check", ...plan.kernelFiles],
+    cwd: root,
+  }).spawn().status;
+  if (!check.success) {
+    console.log("second kernel: not started, the files do not type-check");
+    return 1;
+  }
+  const shards: string[][] = Array.from(
+    { length: Math.min(plan.jobs, plan.kernelFiles.length) },
+    () => [],
+  );
+  plan.kernelFiles.forEach((f, i) => shards[i % shards.length]!.push(f));
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+  console.log(
+    `second kernel: ${count(plan.kernelFiles.length, "file")} in ` +
+      `${count(shards.length, "user-mode-linux guest")}`,
+  );
+  const results = await Promise.all(shards.map((files, i) =>
+    runInUml({
+      cmd: [Deno.execPath(), "test", "-P", "--no-check", ...plan.denoArgs, ...files],
+      cwd: root,
+      timeoutSeconds: plan.timeout,
+      signal,
+      output: i === 0 ? "inherit" : "capture",
+    }).then((result) => {
+      if (i === 0) report(i, result);
+      return result;
+    })
+  ));
+  for (const [i, result] of results.entries()) {
+    if (i === 0) continue;
+    Deno.stdout.writeSync(new TextEncoder().encode(result.stdout ?? ""));
+    Deno.stderr.writeSync(new TextEncoder().encode(result.stderr ?? ""));
+    report(i, result);
+  }
+  return results.map((r) => r.code).find((c) => c !== 0) ?? 0;
+}
+
+function report(guest: number, result: UmlRunResult): void {
+  if (result.failure) console.log(`second kernel #${guest + 1}: ${result.failure}`);
+  console.log(
+    `second kernel #${guest + 1}: exit ${result.code}, boot ${secs(result.bootMs)}, ` +
+      `tests ${secs(result.commandMs)}`,
+  );
+}
+
+if (import.meta.main) {
+  Deno.exit(
+    await main(Deno.args).catch((e) => {
+      console.error(`scripts/test.ts: ${e instanceof Error ? e.message : e}`);
+      return 2;
+    }),
+  );
+}

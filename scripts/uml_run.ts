@@ -15,6 +15,10 @@
  * host's cache and never writes it (two kernels must not share SQLite files). Kernel modules
  * load on demand.
  *
+ * The guest's kernel has no nftables for ip, ip6 or inet (Debian builds it without), only for
+ * bridge: there `iptables`, `ip6tables` and their -save/-restore are the legacy tools (first in
+ * PATH), and nft-based masquerade cannot run.
+ *
  * The command's stdout and stderr stream back as it runs; its stdin is empty. Environment:
  * PATH, HOME, NO_COLOR, CI, DENO_DIR, TERM and every CNIKIT_* variable pass in, plus `--env`,
  * plus `CNIKIT_SECOND_KERNEL=uml`. Exit status: the command's; 124 when it ran past the
@@ -35,6 +39,11 @@ const MODPROBE_CANDIDATES = ["/usr/sbin/modprobe", "/sbin/modprobe"];
 /** Loaded at boot: a tun device node exists only once the module is in, so nothing asks for it. */
 const DEFAULT_MODULES = ["tun"];
 const PASSED_ENV = ["PATH", "HOME", "NO_COLOR", "CI", "DENO_DIR", "TERM"];
+/**
+ * Debian's UML kernel has xtables but no nftables for ip, ip6 or inet (only bridge), so the
+ * nft-based `iptables` cannot work there; in the guest these names are the legacy tools.
+ */
+const LEGACY_XTABLES = ["iptables", "ip6tables"].flatMap((t) => [t, `${t}-save`, `${t}-restore`]);
 /** Lines the guest's init writes around the command; the runner strips them from the output. */
 const MARK = "\u0001cnikit-uml:";
 
@@ -82,14 +91,16 @@ export interface UmlRunResult {
   stderr?: string;
 }
 
+function exists(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 function firstExisting(paths: string[]): string | undefined {
-  return paths.find((p) => {
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  });
+  return paths.find(exists);
 }
 
 /** The kernel, the module tree of its version and modprobe, or why they cannot be had. */
@@ -328,6 +339,13 @@ export async function runInUml(options: UmlRunOptions): Promise<UmlRunResult> {
       `#!/bin/sh\nexec ${found.modprobe} -d ${q(`${work}/mods`)} "$@"\n`,
       { mode: 0o755 },
     );
+    await Deno.mkdir(`${work}/bin`);
+    for (const tool of LEGACY_XTABLES) {
+      const legacy = tool.replace(/^(ip6?tables)/, "$1-legacy");
+      const target = ["/usr/sbin", "/sbin"].map((d) => `${d}/${legacy}`).find(exists);
+      if (target) await Deno.symlink(target, `${work}/bin/${tool}`);
+    }
+    env.PATH = `${work}/bin:${env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`;
     const modules = [...DEFAULT_MODULES, ...options.modules ?? []];
     const cwd = options.cwd ?? Deno.cwd();
     const timeoutMs = (options.timeoutSeconds ?? 1200) * 1000;

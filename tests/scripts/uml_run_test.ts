@@ -16,7 +16,7 @@ Deno.test({
       cmd: [
         "sh",
         "-c",
-        `echo "$CNIKIT_SECOND_KERNEL|$GREETING|$(pwd)|$(uname -r)"; echo oops >&2; ` +
+        `echo "$CNIKIT_SECOND_KERNEL|$GREETING|$(pwd)|$(uname -r)|$(iptables -V)"; echo oops >&2; ` +
         `${Deno.execPath()} eval --no-check "$PROBE" || exit 9; printf 'no newline'; exit 3`,
       ],
       cwd: root,
@@ -27,7 +27,7 @@ Deno.test({
     assertEquals(result.failure, undefined);
     assertEquals(result.code, 3, result.stderr);
     const [first, features, last] = result.stdout!.split("\n");
-    assertMatch(first!, /^uml\|it's "quoted" \$HOME\|.*\|6\.\d+\.\d+$/);
+    assertMatch(first!, /^uml\|it's "quoted" \$HOME\|.*\|6\.\d+\.\d+\|iptables v.* \(legacy\)$/);
     assertEquals(first!.split("|")[2], root.replace(/\/$/, ""));
     assertEquals(JSON.parse(features!), Object.fromEntries(KERNEL_FEATURES.map((f) => [f, true])));
     assertEquals(last, "no newline");
