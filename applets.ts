@@ -42,6 +42,7 @@ export const PLUGINS: readonly PluginApplet[] = [
   },
   { name: "sbr", load: async () => (await import("./plugins/meta/sbr/mod.ts")).sbr },
   { name: "portmap", load: async () => (await import("./plugins/meta/portmap/mod.ts")).portmap },
+  { name: "firewall", load: async () => (await import("./plugins/meta/firewall/mod.ts")).firewall },
 ];
 
 /** The tools. */
