@@ -27,7 +27,7 @@ import {
   type KernelFeature,
   probeKernel,
 } from "../tests/helpers/kernel_features.ts";
-import { abortOnSignals, runInUml, type UmlRunResult } from "./uml_run.ts";
+import { abortOnSignals, runInUml, secs, type UmlRunResult } from "./uml_run.ts";
 
 const root = resolve(fileURLToPath(new URL("..", import.meta.url)));
 /** The second-kernel run's limit: far above its few minutes, far below CI's 90. */
@@ -99,8 +99,6 @@ async function denoTest(args: string[]): Promise<number> {
   }).spawn().status;
   return code;
 }
-
-const secs = (ms: number | undefined) => ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`;
 
 /** What one invocation runs. */
 interface Plan {

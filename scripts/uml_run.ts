@@ -483,6 +483,11 @@ export function abortOnSignals(): SignalAbort {
   };
 }
 
+/** Milliseconds as seconds for a report line; `-` when unknown. */
+export function secs(ms: number | undefined): string {
+  return ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`;
+}
+
 function usage(): never {
   console.error(
     'usage: uml_run.ts [--timeout S] [--mem SIZE] [--modules "m1 m2"] [--env NAME[=VALUE]]... ' +
@@ -515,7 +520,6 @@ if (import.meta.main) {
   const result = await runInUml({ ...options, signal: signals.signal });
   signals.dispose();
   if (result.failure) console.error(`uml_run: ${result.failure}`);
-  const secs = (ms?: number) => ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`;
   console.error(
     `uml_run: boot ${secs(result.bootMs)}, command ${secs(result.commandMs)}, exit ${result.code}`,
   );

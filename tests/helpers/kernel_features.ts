@@ -60,14 +60,14 @@ export async function probeKernel(
   features: readonly KernelFeature[],
 ): Promise<Record<KernelFeature, boolean>> {
   const todo = [...new Set(features)].filter((f) => !probed.has(f));
-  if (todo.length && !canNetns) { for (const f of todo) probed.set(f, false); }
-  else if (todo.length) {
+  if (todo.length && canNetns) {
     const ns = await TestNetns.create("ckk");
     try {
       for (const f of todo) {
         let ok = true;
         for (const args of PROBES[f]) {
-          if (ok) ok = (await spawnOutput("ip", ["-n", ns.name, ...args])).code === 0;
+          ok = (await spawnOutput("ip", ["-n", ns.name, ...args])).code === 0;
+          if (!ok) break;
         }
         probed.set(f, ok);
       }
@@ -75,10 +75,8 @@ export async function probeKernel(
       await ns.remove();
     }
   }
-  return Object.fromEntries(features.map((f) => [f, probed.get(f)!])) as Record<
-    KernelFeature,
-    boolean
-  >;
+  const have = features.map((f) => [f, probed.get(f) ?? false]);
+  return Object.fromEntries(have) as Record<KernelFeature, boolean>;
 }
 
 /**
