@@ -215,6 +215,7 @@ export class Lease {
         return await this.#expire(`the server now offers ${again.ack.yiaddr} instead`);
       }
       await this.#commit(again);
+      this.#ctx.log(`${this.clientId}: lease taken up again, ${this.#describe()}`);
       await this.#step();
     });
   }

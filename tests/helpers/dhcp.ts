@@ -113,8 +113,11 @@ export class DhcpServer {
     return `${this.dir}/dnsmasq.leases`;
   }
 
-  /** Starts dnsmasq in the foreground (its PID is ours to end) with `extra` options. */
-  async start(extra: string[] = []): Promise<void> {
+  /**
+   * Starts dnsmasq in the foreground (its PID is ours to end) with `extra`
+   * options, leasing `.first`–`.last` of the LAN.
+   */
+  async start(extra: string[] = [], first = 10, last = 250): Promise<void> {
     this.#process = spawn([
       "ip",
       "netns",
@@ -129,7 +132,7 @@ export class DhcpServer {
       "--bind-interfaces",
       "--no-ping",
       "--dhcp-authoritative",
-      `--dhcp-range=${LAN}.10,${LAN}.250,255.255.255.0,2m`,
+      `--dhcp-range=${LAN}.${first},${LAN}.${last},255.255.255.0,2m`,
       `--dhcp-option=option:router,${LAN}.1`,
       `--dhcp-leasefile=${this.leaseFile}`,
       `--pid-file=${this.dir}/dnsmasq.pid`,

@@ -432,3 +432,86 @@ Deno.test({
         await lan.server.waitForNoLeases();
       })),
 });
+
+Deno.test({
+  name: "dhcp takes the link down when the server refuses a renewal (DHCPNAK)",
+  ignore,
+  fn: () =>
+    withDhcpLan(
+      ["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4"],
+      (lan) =>
+        withContainer(async (ctr) => {
+          const daemon = await lan.startDaemon();
+          const conf = lanConf(lan, daemon);
+          const at = { containerId: "nak", netns: ctr.path };
+          assertSuccess(await bridge("ADD", lan.host, at, conf));
+          // A server that has forgotten the lease and no longer leases that address.
+          await lan.server.stop();
+          await Deno.remove(lan.server.leaseFile);
+          await lan.server.start(
+            ["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,4"],
+            251,
+            254,
+          );
+          await waitFor(
+            async () => !(await link(ctr, "eth0"))!.flags.includes("UP"),
+            "the link to go down",
+            20_000,
+          );
+          assertMatch(
+            daemon.log,
+            /nak\/lan\/eth0: (renew|rebind) refused: server rejected the request with DHCPNAK/,
+          );
+          assertEquals(await stateFiles(daemon), []);
+          assertSuccess(await bridge("DEL", lan.host, at, conf));
+        }),
+    ),
+});
+
+Deno.test({
+  name: "dhcp daemon restarted after its leases expired asks for the same address again",
+  ignore,
+  fn: () =>
+    withDhcpLan([], (lan) =>
+      withContainer(async (ctr) => {
+        const first = await lan.startDaemon();
+        const conf = lanConf(lan, first);
+        const at = { containerId: "late", netns: ctr.path };
+        const add = assertSuccess(await bridge("ADD", lan.host, at, conf));
+        const address = currentResult(add, "1.0.0").ips![0]!.address;
+        await first.stop("SIGKILL");
+        // Down longer than the lease: its record says it was bound 5 minutes ago,
+        // and the server has forgotten it too.
+        const [file] = await stateFiles(first);
+        const path = first.socketPath.replace(/[^/]*$/, `dhcp-leases/${file}`);
+        const record = JSON.parse(await Deno.readTextFile(path));
+        await Deno.writeTextFile(
+          path,
+          JSON.stringify({ ...record, boundAt: record.boundAt - 300_000 }),
+        );
+        await lan.server.stop();
+        await Deno.remove(lan.server.leaseFile);
+        await lan.server.start();
+
+        const second = await lan.startDaemon({ socketPath: first.socketPath });
+        await waitFor(
+          () => /late\/lan\/eth0: lease taken up again/.test(second.log),
+          "the lease again",
+          20_000,
+        );
+        assertMatch(
+          second.log,
+          new RegExp(
+            `late/lan/eth0: lease expired while the daemon was down, asking for ${
+              address.split("/")[0]
+            } again`,
+          ),
+        );
+        const [lease] = await lan.server.waitForLeases(1);
+        assertEquals(`${lease!.ip}/24`, address);
+        assertEquals(lease!.clientId, dnsmasqClientId("late/lan/eth0"));
+        assert((await link(ctr, "eth0"))!.flags.includes("UP"));
+        assertSuccess(await bridge("DEL", lan.host, at, conf));
+        await lan.server.waitForNoLeases();
+      })),
+});
