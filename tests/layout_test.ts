@@ -3,7 +3,8 @@
  * as `deno info` resolves it: no module imports itself through others; the
  * protocol layer (lib/cni) imports nothing else of lib/, the kernel layer
  * (lib/net) only lib/cni, netfilter only those two; plugins never import
- * each other; the runtime never imports the plugin skeleton.
+ * each other; the runtime never imports the plugin skeleton; the dhcp
+ * plugin loads none of its daemon.
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
@@ -105,17 +106,29 @@ Deno.test("plugins never import each other; lib/ never imports a plugin, the run
   assertEquals(broken, []);
 });
 
-Deno.test("the runtime (cnitool) never imports the plugin skeleton", () => {
+/** Every module `roots` import, directly or through others, the roots included. */
+function reachable(roots: Iterable<string>): Set<string> {
   const reached = new Set<string>();
   const walk = (file: string) => {
     if (reached.has(file)) return;
     reached.add(file);
     for (const dep of graph.get(file) ?? []) walk(dep);
   };
-  for (const file of graph.keys()) if (file.startsWith("cnitool/")) walk(file);
+  for (const root of roots) walk(root);
+  return reached;
+}
+
+Deno.test("the runtime (cnitool) never imports the plugin skeleton", () => {
+  const reached = reachable([...graph.keys()].filter((f) => f.startsWith("cnitool/")));
   const skelUsers = [...reached].filter((f) => (graph.get(f) ?? []).includes("lib/cni/skel.ts"))
     .filter((f) => !f.startsWith("lib/cni/invoke"));
   assertEquals(skelUsers, []);
+});
+
+Deno.test("the dhcp plugin loads none of its daemon's code", () => {
+  const daemonOnly = /^ipam\/dhcp\/(daemon|lease|client|socket|store)\.ts$/;
+  assert(graph.has("ipam/dhcp/daemon.ts"));
+  assertEquals([...reachable(["ipam/dhcp/mod.ts"])].filter((f) => daemonOnly.test(f)), []);
 });
 
 Deno.test("CNIKIT_VERSION is deno.json's version", async () => {
