@@ -191,14 +191,10 @@ async function readAll(conn: Deno.Conn): Promise<string> {
   );
 }
 
-/** Sends `request` to the daemon at `socketPath` and returns its `ok` answer. */
-async function callDaemon(
-  socketPath: string,
-  request: Request,
-): Promise<LeaseView | Record<string, never>> {
-  let conn: Deno.Conn;
+/** A connection to the daemon, or a CNI error with `code` naming the socket. */
+async function connect(socketPath: string, code: number): Promise<Deno.Conn> {
   try {
-    conn = await Deno.connect({ transport: "unix", path: socketPath });
+    return await Deno.connect({ transport: "unix", path: socketPath });
   } catch (e) {
     const why = e instanceof Deno.errors.NotFound
       ? "no such socket"
@@ -206,11 +202,19 @@ async function callDaemon(
       ? "connection refused"
       : (e as Error).message;
     throw new CniError(
-      ErrorCode.tryAgainLater,
+      code,
       `cannot reach the DHCP daemon at ${socketPath}: ${why}`,
       'is "dhcp daemon" running? (systemd: cni-dhcp.socket)',
     );
   }
+}
+
+/** Sends `request` to the daemon at `socketPath` and returns its `ok` answer. */
+async function callDaemon(
+  socketPath: string,
+  request: Request,
+): Promise<LeaseView | Record<string, never>> {
+  const conn = await connect(socketPath, ErrorCode.tryAgainLater);
   let text: string;
   try {
     await conn.write(new TextEncoder().encode(JSON.stringify(request) + "\n"));
@@ -281,5 +285,12 @@ async function check(args: CmdArgs): Promise<void> {
   }
 }
 
+/** STATUS: ready when the daemon accepts connections (code 50 when it does not). */
+async function status(args: CmdArgs): Promise<void> {
+  const net = parseConf(DhcpNet, args.config, "IPAM config");
+  (await connect(net.ipam?.daemonSocketPath || DEFAULT_SOCKET_PATH, ErrorCode.pluginNotAvailable))
+    .close();
+}
+
 /** The dhcp IPAM plugin. */
-export const dhcp: Plugin = { name: "dhcp", add, del, check };
+export const dhcp: Plugin = { name: "dhcp", add, del, check, status };

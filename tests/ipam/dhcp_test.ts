@@ -113,6 +113,7 @@ Deno.test({
 
         assertSuccess(await bridge("CHECK", lan.host, at, withPrev(conf, add)));
         assertMatch(daemon.log, /ctr1\/lan\/eth0: lease confirmed/);
+        assertSuccess(await dhcpDirect("STATUS", lan, at, { ...conf, cniVersion: "1.1.0" }));
 
         const again = assertSuccess(await dhcpDirect("ADD", lan, at, conf));
         assertEquals(currentResult(again, "1.0.0").ips![0]!.address, address);
@@ -302,7 +303,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "dhcp without its daemon is a clear error naming the socket, and the bridge leaves nothing",
+  name:
+    "dhcp without its daemon is a clear error naming the socket (STATUS: 50), and the bridge leaves nothing",
   ignore,
   fn: () =>
     withDhcpLan([], (lan) =>
@@ -316,6 +318,11 @@ Deno.test({
           add.json?.msg,
           `cannot reach the DHCP daemon at ${socketPath}: no such socket`,
         );
+        const status = await dhcpDirect("STATUS", lan, { containerId: "nod", netns: "" }, {
+          ...conf,
+          cniVersion: "1.1.0",
+        });
+        assertEquals([status.code, status.json?.code], [1, 50]);
         assertEquals(await containerPorts(lan), []);
         assertEquals((await links(ctr)).map((l) => l.ifname), []);
       })),
