@@ -245,21 +245,21 @@ async function withRetries<T>(
   const deadline = Date.now() + cfg.resendTimeoutMs;
   const delays = retryDelays(cfg.resendMaxMs, Math.random);
   let last: unknown;
-  let sent = 0;
+  let attempts = 0;
   while (Date.now() < deadline && !signal?.aborted) {
     try {
       return await attempt(deadline);
     } catch (e) {
       if (!(e instanceof DhcpError) || e instanceof LinkGoneError) throw e;
       last = e;
-      sent++;
+      attempts++;
     }
     await sleep(Math.min(delays.next().value!, deadline - Date.now()), signal);
   }
   if (signal?.aborted) throw new DhcpError("stopped");
   const why = last instanceof Error ? last.message : "no attempt made";
   throw new DhcpError(
-    `no DHCP lease within ${cfg.resendTimeoutMs / 1000}s (${sent} attempts): ${why}`,
+    `no DHCP lease within ${cfg.resendTimeoutMs / 1000}s (${attempts} attempts): ${why}`,
     !(last instanceof NakError),
   );
 }
@@ -338,10 +338,11 @@ export async function acquire(
       );
       if (!offer) throw new DhcpError("no DHCPOFFER received", true);
       const serverId = offer.ack.options.get(Option.serverId)!;
+      // The OFFER's xid and the DISCOVER's secs (RFC 2131 §4.4.1, table 5).
       const request = clientMessage(MessageType.request, chaddr, identity, [
         [Option.requestedAddress, ipBytes(offer.ack.yiaddr)],
         [Option.serverId, serverId],
-      ], { flags, secs: secs() });
+      ], { flags, secs: discover.secs, xid: offer.ack.xid });
       const answer = await exchange(
         socket,
         broadcast(request),

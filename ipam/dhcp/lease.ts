@@ -215,7 +215,7 @@ export class Lease {
         return await this.#expire(`the server now offers ${again.ack.yiaddr} instead`);
       }
       await this.#commit(again);
-      this.#ctx.log(`${this.clientId}: lease taken up again, ${this.#describe()}`);
+      this.#ctx.log(`${this.clientId}: lease taken up again, ${this.describe()}`);
       await this.#step();
     });
   }
@@ -256,7 +256,7 @@ export class Lease {
       if (ack) {
         await this.#commit(ack);
         this.#ctx.log(
-          `${this.clientId}: lease ${how === "renew" ? "renewed" : "rebound"}, ${this.#describe()}`,
+          `${this.clientId}: lease ${how === "renew" ? "renewed" : "rebound"}, ${this.describe()}`,
         );
         return this.#schedule(Math.min(this.#times.t1 - Date.now(), LINK_CHECK_MS));
       }
@@ -271,16 +271,12 @@ export class Lease {
     this.#schedule(Math.min(this.#delays.next().value!, until - Date.now()));
   }
 
-  #describe(): string {
+  /** The lease for the log: address, prefix and expiry. */
+  describe(): string {
     const { expiry } = this.#times;
     return `${this.#facts.address}/${this.#facts.prefix}, expires ${
       expiry === Infinity ? "never" : new Date(expiry).toISOString()
     }`;
-  }
-
-  /** Describes a fresh lease for the log. */
-  describe(): string {
-    return this.#describe();
   }
 
   /** The address is no longer the container's: the link goes down and the lease ends. */
@@ -334,7 +330,7 @@ export class Lease {
         );
         if (ack) {
           await this.#commit(ack);
-          this.#ctx.log(`${this.clientId}: lease confirmed, ${this.#describe()}`);
+          this.#ctx.log(`${this.clientId}: lease confirmed, ${this.describe()}`);
         } else {
           this.#ctx.log(`${this.clientId}: no answer to the check; the lease stays valid`);
         }
