@@ -7,7 +7,7 @@
  * - bridge + dhcp (each implementation's own bridge);
  * - 20 bridge + dhcp ADDs at once, then 20 DELs.
  *
- *   deno run -A tests/bench/dhcp_bench.ts [--rounds N]
+ *   deno run -A tests/bench/dhcp_bench.ts [--rounds N] [--only <scenario prefix>]
  *
  * Prints medians in ms, and what the server holds after each
  * implementation's DELs (a DEL that does not release leaves leases there).
@@ -17,11 +17,11 @@
 import { parseArgs } from "node:util";
 import { DIST_BIN, REFERENCE_BIN } from "../helpers/applet.ts";
 import { type DaemonProcess, type DhcpLan, dnsmasqClientId, withDhcpLan } from "../helpers/dhcp.ts";
-import { sh, spawnOutput, TestNetns, uniqueName } from "../helpers/netns.ts";
+import { sh, TestNetns, uniqueName } from "../helpers/netns.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { rounds: { type: "string", default: "11" } },
+  options: { rounds: { type: "string", default: "11" }, only: { type: "string" } },
 });
 const ROUNDS = Number(values.rounds);
 const PARALLEL = 20;
@@ -44,7 +44,8 @@ async function call(
   conf: object,
 ): Promise<number> {
   const start = performance.now();
-  const out = await spawnOutput("ip", ["netns", "exec", lan.host.name, `${impl.bin}/${plugin}`], {
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", lan.host.name, `${impl.bin}/${plugin}`],
     clearEnv: true,
     env: {
       CNI_COMMAND: command,
@@ -54,11 +55,20 @@ async function call(
       CNI_PATH: impl.bin,
       PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
     },
-    stdin: JSON.stringify(conf),
-  });
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(JSON.stringify(conf)));
+  await writer.close();
+  const out = await child.output();
   const ms = performance.now() - start;
-  if (out.code !== 0) {
-    throw new Error(`${impl.name} ${plugin} ${command} ${id}: ${out.stdout}${out.stderr}`);
+  if (!out.success) {
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    throw new Error(
+      `${impl.name} ${plugin} ${command} ${id}: exit ${out.code}, signal ${out.signal}: ${text}`,
+    );
   }
   return ms;
 }
@@ -179,6 +189,7 @@ await withDhcpLan([], async (lan) => {
   console.log("| scenario | impl | ADD | DEL | leases left at the server |");
   console.log("|---|---|---:|---:|---:|");
   for (const scenario of SCENARIOS) {
+    if (values.only && !scenario.name.startsWith(values.only)) continue;
     const samples = new Map(impls.map((i) => [i.name, [] as Sample[]]));
     for (let round = 0; round < ROUNDS; round++) {
       for (const impl of round % 2 ? [...impls].reverse() : impls) {
