@@ -246,7 +246,7 @@ export interface DhcpLan {
 }
 
 /** Daemon flags that keep the tests short. */
-export const FAST_FLAGS = ["-timeout", "2s", "-resendtimeout", "5s"];
+export const FAST_FLAGS = ["-timeout", "2s", "-resendtimeout", "10s"];
 
 /**
  * Runs `fn` on a fresh LAN: the host namespace holds bridge `bridge` with

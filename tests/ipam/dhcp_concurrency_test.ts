@@ -33,7 +33,7 @@ Deno.test({
     withDhcpLan([], (lan) =>
       withContainers(COUNT, async (ctrs) => {
         const daemon = await lan.startDaemon({
-          flags: ["-timeout", "2s", "-resendtimeout", "30s"],
+          flags: ["-timeout", "2s", "-resendtimeout", "60s"],
         });
         const conf = {
           cniVersion: "1.0.0",

@@ -278,7 +278,7 @@ Deno.test({
   fn: () =>
     withDhcpLan([], (lan) =>
       withContainer(async (ctr) => {
-        const daemon = await lan.startDaemon();
+        const daemon = await lan.startDaemon({ flags: ["-timeout", "2s", "-resendtimeout", "5s"] });
         await lan.server.stop();
         const start = Date.now();
         const add = await bridge(
