@@ -318,6 +318,12 @@ export function withDhcpLan(
               "the daemon's socket",
               30_000,
             );
+            if (daemon.ended) {
+              const status = await daemon.child.status;
+              throw new Error(
+                `the daemon ended before it listened (exit ${status.code}, signal ${status.signal}):\n${daemon.log}`,
+              );
+            }
             return daemon;
           },
         });
