@@ -87,8 +87,10 @@ const ENV_TABLE: [string, Requirement, ((v: string) => void)?][] = [
   ["CNI_CONTAINERID", { ADD: true, CHECK: true, DEL: true }, validateContainerId],
   ["CNI_NETNS", { ADD: true, CHECK: true }],
   ["CNI_IFNAME", { ADD: true, CHECK: true, DEL: true }, validateIfName],
-  // CNI_PATH is optional as the spec says; a plugin that needs it to
-  // delegate reports that when it delegates.
+  // The Go skel requires CNI_PATH for every verb but VERSION (GC and STATUS
+  // since libcni 1.2), whether or not the plugin delegates: a runtime that
+  // forgets it learns so before anything is reserved.
+  ["CNI_PATH", { ADD: true, CHECK: true, DEL: true, GC: true, STATUS: true }],
 ];
 
 function validateEnv(env: Record<string, string>, command: string): void {

@@ -1,5 +1,12 @@
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { ALL_TEST_VERSIONS, cniEnv, type PluginRun, runApplet } from "../helpers/applet.ts";
+import {
+  ALL_TEST_VERSIONS,
+  cniEnv,
+  haveReference,
+  type PluginRun,
+  REFERENCE_BIN,
+  runApplet,
+} from "../helpers/applet.ts";
 import { leases } from "../helpers/ipam.ts";
 import { withTempDir } from "../helpers/tempdir.ts";
 import {
@@ -604,3 +611,32 @@ Deno.test("host-local CHECK with a bad config fails like ADD", () =>
     const run = await hostLocal("CHECK", { ...conf(dir, {}), prevResult: { cniVersion: "1.0.0" } });
     assertEquals(run.json!.msg, "no IP ranges specified");
   }));
+
+Deno.test({
+  name:
+    "host-local without CNI_PATH refuses ADD, CHECK and DEL with code 4, as the reference does, and reserves nothing",
+  ignore: !haveReference,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const config = conf(dir, { subnet: "10.81.0.0/24" });
+      const cases: [string, Record<string, string>][] = [
+        ["ADD", { ...cniEnv("ADD", { netns: NETNS }), CNI_PATH: "" }],
+        ["CHECK", { ...cniEnv("CHECK", { netns: NETNS }), CNI_PATH: "" }],
+        ["DEL", { ...cniEnv("DEL", { netns: NETNS }), CNI_PATH: "" }],
+        ["ADD", { CNI_COMMAND: "ADD", CNI_CONTAINERID: "c1" }],
+        ["DEL", { CNI_COMMAND: "DEL" }],
+      ];
+      for (const [verb, env] of cases) {
+        const ours = await runApplet("host-local", { env, stdin: config });
+        const theirs = await runApplet("host-local", { env, stdin: config, bin: REFERENCE_BIN });
+        assertEquals(ours.code, 1, `${verb}: ${ours.stdout}`);
+        assertEquals(
+          [ours.json!.code, ours.json!.msg],
+          [theirs.json!.code, theirs.json!.msg],
+          `${verb} ${JSON.stringify(env)}`,
+        );
+        assertEquals(ours.json!.code, 4);
+      }
+      assertEquals(await leases(dir), []);
+    }),
+});

@@ -191,7 +191,7 @@ Deno.test("runPlugin() reports bad JSON (6) before an unknown verb", async () =>
   assertCniError(await run(plugin, env("NOPE"), "{"), 6, "error unmarshall network config");
 });
 
-for (const name of ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"]) {
+for (const name of ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]) {
   for (const value of [undefined, ""]) {
     Deno.test(`runPlugin() ADD without ${name}${value === "" ? " (empty)" : ""} fails with code 4 naming it`, async () => {
       const { plugin, calls } = fakePlugin();
@@ -210,7 +210,7 @@ Deno.test("runPlugin() ADD lists several missing variables in env-table order", 
     [{ CNI_NETNS: undefined, CNI_IFNAME: undefined }, "[CNI_NETNS,CNI_IFNAME]"],
     [
       { CNI_IFNAME: undefined, CNI_NETNS: undefined, CNI_PATH: undefined },
-      "[CNI_NETNS,CNI_IFNAME]",
+      "[CNI_NETNS,CNI_IFNAME,CNI_PATH]",
     ],
     [
       { CNI_CONTAINERID: undefined, CNI_NETNS: undefined, CNI_IFNAME: undefined },
@@ -223,16 +223,16 @@ Deno.test("runPlugin() ADD lists several missing variables in env-table order", 
   }
 });
 
-Deno.test("runPlugin() CHECK needs CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME", async () => {
+Deno.test("runPlugin() CHECK needs CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and CNI_PATH", async () => {
   const { plugin } = fakePlugin();
   const conf = { ...GOOD_CONF, prevResult: RESULT };
-  for (const name of ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"]) {
+  for (const name of ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]) {
     const e = assertCniError(await run(plugin, env("CHECK", { [name]: undefined }), conf), 4);
     assertEquals(e.msg, `required env variables [${name}] missing`);
   }
 });
 
-Deno.test("runPlugin() does not require CNI_PATH (the spec makes it optional)", async () => {
+Deno.test("runPlugin() requires CNI_PATH for every verb but VERSION, as the Go skel does", async () => {
   for (const verb of ["ADD", "DEL", "CHECK", "GC", "STATUS"]) {
     const { plugin, calls } = fakePlugin();
     for (const path of [undefined, ""]) {
@@ -240,9 +240,28 @@ Deno.test("runPlugin() does not require CNI_PATH (the spec makes it optional)", 
         ...GOOD_CONF,
         prevResult: RESULT,
       });
-      assertOk(r);
+      const e = assertCniError(r, 4);
+      assertEquals(e.msg, "required env variables [CNI_PATH] missing");
+      assertEquals(r.stdinReads, 0, "the environment is checked before stdin is read");
     }
-    assertEquals(calls.map((c) => [c.verb, c.args.path]), [[verb, []], [verb, []]]);
+    assertEquals(calls.length, 0);
+  }
+  const { plugin } = fakePlugin();
+  assertOk(await run(plugin, { CNI_COMMAND: "VERSION" }));
+});
+
+Deno.test("runPlugin() names every missing variable at once, CNI_PATH last", async () => {
+  const { plugin } = fakePlugin();
+  const cases: [string, string][] = [
+    ["ADD", "[CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH]"],
+    ["CHECK", "[CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH]"],
+    ["DEL", "[CNI_CONTAINERID,CNI_IFNAME,CNI_PATH]"],
+    ["GC", "[CNI_PATH]"],
+    ["STATUS", "[CNI_PATH]"],
+  ];
+  for (const [verb, list] of cases) {
+    const e = assertCniError(await run(plugin, { CNI_COMMAND: verb }), 4);
+    assertEquals(e.msg, `required env variables ${list} missing`);
   }
 });
 
@@ -271,19 +290,13 @@ Deno.test("runPlugin() DEL without CNI_CONTAINERID or CNI_IFNAME fails with code
   assertEquals(calls.length, 0);
 });
 
-Deno.test("runPlugin() GC and STATUS need only CNI_COMMAND", async () => {
+Deno.test("runPlugin() GC and STATUS need only CNI_COMMAND and CNI_PATH", async () => {
   for (const verb of ["GC", "STATUS"]) {
     const { plugin, calls } = fakePlugin();
-    const environments: Record<string, string>[] = [
-      { CNI_COMMAND: verb, CNI_PATH: "/opt/cni/bin" },
-      { CNI_COMMAND: verb },
-    ];
-    for (const environment of environments) {
-      const r = await run(plugin, environment);
-      assertOk(r);
-      assertEquals(r.stdout, "");
-    }
-    assertEquals(calls.length, 2);
+    const r = await run(plugin, { CNI_COMMAND: verb, CNI_PATH: "/opt/cni/bin" });
+    assertOk(r);
+    assertEquals(r.stdout, "");
+    assertEquals(calls.length, 1);
   }
 });
 
@@ -489,18 +502,27 @@ for (const verb of ["GC", "STATUS"]) {
     const { plugin, calls } = fakePlugin();
     for (const cniVersion of ["1.0.0", "0.4.0", undefined]) {
       const e = assertCniError(
-        await run(plugin, { CNI_COMMAND: verb }, { name: "n", cniVersion }),
+        await run(plugin, { CNI_COMMAND: verb, CNI_PATH: "/opt/cni/bin" }, {
+          name: "n",
+          cniVersion,
+        }),
         1,
       );
       assertEquals(e.msg, `config version does not allow ${verb}`);
     }
-    assertCniError(await run(plugin, { CNI_COMMAND: verb }, { ...GOOD_CONF, cniVersion: "x" }), 6);
+    assertCniError(
+      await run(plugin, { CNI_COMMAND: verb, CNI_PATH: "/opt/cni/bin" }, {
+        ...GOOD_CONF,
+        cniVersion: "x",
+      }),
+      6,
+    );
     assertEquals(calls.length, 0);
   });
 
   Deno.test(`runPlugin() ${verb} succeeds silently when the plugin has no handler`, async () => {
     const { plugin, calls } = fakePlugin({ minimal: true });
-    const r = await run(plugin, { CNI_COMMAND: verb }, GOOD_CONF);
+    const r = await run(plugin, { CNI_COMMAND: verb, CNI_PATH: "/opt/cni/bin" }, GOOD_CONF);
     assertOk(r);
     assertEquals(r.stdout, "");
     assertEquals(calls.length, 0);
@@ -509,7 +531,10 @@ for (const verb of ["GC", "STATUS"]) {
 
 Deno.test("runPlugin() STATUS passes a plugin's code 50 through", async () => {
   const { plugin } = fakePlugin({ fail: new CniError(50, "daemon down") });
-  const e = assertCniError(await run(plugin, { CNI_COMMAND: "STATUS" }), 50);
+  const e = assertCniError(
+    await run(plugin, { CNI_COMMAND: "STATUS", CNI_PATH: "/opt/cni/bin" }),
+    50,
+  );
   assertEquals(e.msg, "daemon down");
 });
 
@@ -529,7 +554,7 @@ Deno.test("runPlugin() GC hands cni.dev/valid-attachments to the handler", async
 Deno.test("runPlugin() GC accepts the tagged spec's cni.dev/attachments", async () => {
   const { plugin, calls } = fakePlugin();
   const conf = { ...GOOD_CONF, "cni.dev/attachments": ATTACHMENTS };
-  assertOk(await run(plugin, { CNI_COMMAND: "GC" }, conf));
+  assertOk(await run(plugin, { CNI_COMMAND: "GC", CNI_PATH: "/opt/cni/bin" }, conf));
   assertEquals(calls[0]!.args.validAttachments, ATTACHMENTS);
 });
 
@@ -543,7 +568,12 @@ Deno.test("runPlugin() GC reads null, [] or a missing list as no valid attachmen
       {},
     ]
   ) {
-    assertOk(await run(plugin, { CNI_COMMAND: "GC" }, { ...GOOD_CONF, ...extra }));
+    assertOk(
+      await run(plugin, { CNI_COMMAND: "GC", CNI_PATH: "/opt/cni/bin" }, {
+        ...GOOD_CONF,
+        ...extra,
+      }),
+    );
   }
   assertEquals(calls.map((c) => c.args.validAttachments), [[], [], [], []]);
 });
@@ -552,7 +582,7 @@ Deno.test("runPlugin() GC refuses a malformed attachment list with code 6", asyn
   const { plugin, calls } = fakePlugin();
   for (const list of [[{ containerID: "c1" }], "c1", [{ containerID: 1, ifname: "eth0" }]]) {
     const conf = { ...GOOD_CONF, "cni.dev/valid-attachments": list };
-    assertCniError(await run(plugin, { CNI_COMMAND: "GC" }, conf), 6);
+    assertCniError(await run(plugin, { CNI_COMMAND: "GC", CNI_PATH: "/opt/cni/bin" }, conf), 6);
   }
   assertEquals(calls.length, 0);
 });
