@@ -22,8 +22,40 @@ export interface IpOptions {
   flags?: string[];
 }
 
-function quote(arg: string): string {
-  return /^[^\s"'\\]+$/.test(arg) ? arg : `"${arg.replace(/["\\]/g, "\\$&")}"`;
+const BATCH_SPACE = /[ \t\r\n]/;
+
+/**
+ * `arg` as one word of a batch line, or undefined when no line can carry
+ * it. `ip`, `tc` and `bridge` read a batch line with no escapes at all: everything
+ * from the first `#` is a comment, even inside quotes; a line ending in a
+ * backslash continues on the next; words split at blanks, and a word that
+ * begins with `'` or `"` runs to the next same quote. A backslash-escaped
+ * name is therefore read with its backslashes, and a name with `#` is cut.
+ */
+function batchWord(arg: string): string | undefined {
+  if (/[#\n\0]/.test(arg)) return undefined;
+  if (arg !== "" && !BATCH_SPACE.test(arg) && !/^['"]/.test(arg) && !arg.endsWith("\\")) {
+    return arg;
+  }
+  if (!arg.includes('"')) return `"${arg}"`;
+  if (!arg.includes("'")) return `'${arg}'`;
+  return undefined;
+}
+
+/** The text of one batch line, or undefined when an argument cannot be written in one. */
+function batchLine(command: IpCommand): string | undefined {
+  const words: string[] = [];
+  for (const arg of command) {
+    const word = batchWord(arg);
+    if (word === undefined) return undefined;
+    words.push(word);
+  }
+  return words.join(" ");
+}
+
+function parseJsonLines(stdout: string): unknown[] {
+  return stdout.split("\n").filter((line) => line.startsWith("[") || line.startsWith("{"))
+    .map((line) => JSON.parse(line));
 }
 
 /**
@@ -37,7 +69,11 @@ export function ipBatch(commands: IpCommand[], options: IpOptions = {}): Promise
 /**
  * Runs `commands` in one `<tool> -json -batch -` (`ip`, `tc` or `bridge`,
  * which read batches the same way and name the failing line the same way) and returns
- * the parsed output of each command that printed JSON, in order.
+ * the parsed output of each command that printed JSON, in order. When an
+ * argument (a name with `#`, a path with both quote characters) cannot be
+ * written in a batch line, every command runs as its own process with a
+ * plain argument vector instead: slower, but each name reaches the kernel
+ * exactly as given, with the same order, `force` and error semantics.
  */
 export async function iprouteBatch(
   tool: "ip" | "tc" | "bridge",
@@ -45,6 +81,8 @@ export async function iprouteBatch(
   options: IpOptions = {},
 ): Promise<unknown[]> {
   if (commands.length === 0) return [];
+  const lines = commands.map(batchLine);
+  if (lines.some((line) => line === undefined)) return await oneByOne(tool, commands, options);
   const flags = [
     "-json",
     ...(options.flags ?? []),
@@ -52,14 +90,13 @@ export async function iprouteBatch(
     "-batch",
     "-",
   ];
-  const stdin = commands.map((c) => c.map(quote).join(" ")).join("\n") + "\n";
+  const stdin = lines.join("\n") + "\n";
   const { code, stdout, stderr } = await run(tool, flags, {
     stdin,
     allowFailure: true,
     ...(options.netns ? { netns: options.netns } : {}),
   });
-  const outputs = stdout.split("\n").filter((line) => line.startsWith("[") || line.startsWith("{"))
-    .map((line) => JSON.parse(line));
+  const outputs = parseJsonLines(stdout);
   if (code !== 0) {
     const failed = stderr.match(/Command failed -:(\d+)/);
     throw new IpBatchError(
@@ -70,6 +107,37 @@ export async function iprouteBatch(
     );
   }
   return outputs;
+}
+
+/** {@link iprouteBatch} as one process per command, reporting failures as `-batch` does. */
+async function oneByOne(
+  tool: "ip" | "tc" | "bridge",
+  commands: IpCommand[],
+  options: IpOptions,
+): Promise<unknown[]> {
+  const flags = ["-json", ...(options.flags ?? [])];
+  const outputs: unknown[] = [];
+  const errors: string[] = [];
+  let first: number | undefined;
+  for (const [i, command] of commands.entries()) {
+    const { code, stdout, stderr } = await run(tool, [...flags, ...command], {
+      allowFailure: true,
+      ...(options.netns ? { netns: options.netns } : {}),
+    });
+    outputs.push(...parseJsonLines(stdout));
+    if (code === 0) continue;
+    errors.push(`${stderr.trim() || `exit status ${code}`}\nCommand failed -:${i + 1}`);
+    first ??= i + 1;
+    if (!options.force) break;
+  }
+  if (first === undefined) return outputs;
+  throw new IpBatchError(
+    `${tool} failed: ${errors.join("\n")}`,
+    commands.map((c) => `${tool} ${[...flags, ...c].map((a) => JSON.stringify(a)).join(" ")}`)
+      .join("\n"),
+    first,
+    outputs,
+  );
 }
 
 /**

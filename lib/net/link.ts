@@ -224,16 +224,36 @@ export async function linkExists(name: string, netns?: string): Promise<boolean>
 /**
  * Deletes link `name` (in `netns`, or here). Returns false when it was not
  * there, or the netns is gone: DEL must succeed on what is already gone.
+ * The same `ip` process then lists the links, and the deletion counts only
+ * when no link of exactly that name is left: a name misread on its way to
+ * the kernel must fail the DEL, not release an address still in use.
  */
 export async function deleteLink(name: string, netns?: string): Promise<boolean> {
   if (netns && !netnsExists(netns)) return false;
-  const { code, stderr } = await run("ip", ["link", "del", "dev", name], {
-    allowFailure: true,
-    ...(netns ? { netns } : {}),
-  });
-  if (code === 0) return true;
-  if (/Cannot find device|does not exist/i.test(stderr)) return false;
-  throw new CniError(ErrorCode.ioFailure, `failed to delete "${name}": ${stderr.trim()}`);
+  let found = true;
+  let outputs: unknown[];
+  try {
+    outputs = await ipBatch([["link", "del", "dev", name], ["link", "show"]], {
+      force: true,
+      ...(netns ? { netns } : {}),
+    });
+  } catch (e) {
+    const gone = e instanceof IpBatchError && e.line === 1 &&
+      /Cannot find device|does not exist/i.test(e.message) && !/-:2\b/.test(e.message);
+    if (!gone) {
+      throw new CniError(
+        ErrorCode.ioFailure,
+        `failed to delete "${name}": ${(e as Error).message}`,
+      );
+    }
+    found = false;
+    outputs = e.outputs;
+  }
+  const left = outputs[0] as LinkInfo[] | undefined;
+  if (!left || left.some((l) => l.ifname === name)) {
+    throw new CniError(ErrorCode.ioFailure, `link "${name}" is still there after deleting it`);
+  }
+  return found;
 }
 
 /**
