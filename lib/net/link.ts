@@ -11,7 +11,7 @@ import { CniError, ErrorCode } from "../cni/errors.ts";
 import { randomHex, toHex } from "../cni/hash.ts";
 import { ipBatch, IpBatchError, type IpCommand, type LinkInfo } from "./ip.ts";
 import { run } from "./exec.ts";
-import { netnsExists } from "./netns.ts";
+import { netnsExists, requireNetns } from "./netns.ts";
 import type { Result } from "../cni/spec/schemas.ts";
 import { trySysctls } from "./sysctl.ts";
 
@@ -109,16 +109,6 @@ export class LinkExistsError extends CniError {
       `container veth name "${ifname}" peer provided ("${hostName}") already exists`,
     );
     this.ifname = ifname;
-  }
-}
-
-/** Throws code 3 when a container netns path does not exist. */
-export function requireNetns(netns: string): void {
-  if (!netnsExists(netns)) {
-    throw new CniError(
-      ErrorCode.unknownContainer,
-      `failed to open netns "${netns}": no such file or directory`,
-    );
   }
 }
 

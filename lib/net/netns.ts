@@ -10,14 +10,19 @@
  */
 
 import { CniError, ErrorCode } from "../cni/errors.ts";
+import { validateNetnsPath } from "../cni/validate.ts";
 
 const CLONE_NEWNET = 0x40000000;
 const O_RDONLY_CLOEXEC = 0o2000000;
+/** ioctl(2) on a namespace file: which kind of namespace it is (Linux 4.11+). */
+const NS_GET_NSTYPE = 0xb703n;
+const EINVAL = 22;
 
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   setns: { parameters: ["i32", "i32"], result: "i32" },
+  ioctl: { parameters: ["i32", "usize", "usize"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -56,13 +61,40 @@ function openNs(path: string): number {
   return fd;
 }
 
-/** True when `path` names an existing file (the netns may still be gone). */
+function notANetns(path: string): CniError {
+  return new CniError(ErrorCode.invalidNetns, `"${path}" is not a network namespace`);
+}
+
+/**
+ * Throws code 3 when nothing is at `path`, code 8 when it is not a network
+ * namespace: a plain file or directory, or a namespace of another kind.
+ * Cheap (a stat, an open and an ioctl), so plugins call it before reserving
+ * anything, instead of learning it from the first command run inside.
+ */
+export function requireNetns(path: string): void {
+  validateNetnsPath(path);
+  const fd = openNs(path);
+  try {
+    const type = lib().ioctl(fd, NS_GET_NSTYPE, 0n);
+    // Kernels before 4.11 cannot tell; entering it will.
+    if (type >= 0 && type !== CLONE_NEWNET) throw notANetns(path);
+  } finally {
+    lib().close(fd);
+  }
+}
+
+/**
+ * True when `path` is a network namespace. DEL treats anything else (gone,
+ * or an empty mount point left after the namespace was unmounted) as a
+ * container that is no longer there.
+ */
 export function netnsExists(path: string): boolean {
   try {
-    Deno.statSync(path);
+    requireNetns(path);
     return true;
-  } catch {
-    return false;
+  } catch (e) {
+    if (e instanceof CniError) return false;
+    throw e;
   }
 }
 
@@ -78,7 +110,10 @@ export function withNetnsSync<T>(path: string, fn: () => T): T {
   try {
     home = openNs("/proc/thread-self/ns/net");
     if (symbols.setns(target, CLONE_NEWNET) !== 0) {
-      throw new CniError(ErrorCode.ioFailure, `failed to enter netns "${path}": errno ${errno()}`);
+      const err = errno();
+      // EINVAL: the file is not a namespace, or one of another kind.
+      if (err === EINVAL) throw notANetns(path);
+      throw new CniError(ErrorCode.ioFailure, `failed to enter netns "${path}": errno ${err}`);
     }
     try {
       const value = fn();

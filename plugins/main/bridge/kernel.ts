@@ -22,10 +22,10 @@ import {
   deleteLink,
   getLink,
   randomMac,
-  requireNetns,
   VethBatchError,
   type VethEnd,
 } from "../../../lib/net/link.ts";
+import { requireNetns } from "../../../lib/net/netns.ts";
 import { trySysctls } from "../../../lib/net/sysctl.ts";
 
 /** The bridge an attachment joins; the creation-time settings only apply to a new bridge. */

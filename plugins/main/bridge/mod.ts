@@ -55,7 +55,6 @@ import {
   getLink,
   LinkExistsError,
   parseMac,
-  requireNetns,
   type VethEnd,
 } from "../../../lib/net/link.ts";
 import {
@@ -65,6 +64,7 @@ import {
   setupMasq,
   teardownMasq,
 } from "../../../lib/netfilter/masq/mod.ts";
+import { requireNetns } from "../../../lib/net/netns.ts";
 import { withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import { ifNameProblem } from "../../../lib/cni/validate.ts";

@@ -28,7 +28,7 @@ import {
   parseCIDR,
   parseIP,
 } from "../../../lib/cni/ipnet.ts";
-import { createVeth, deleteLink, deleteVethPair, requireNetns } from "../../../lib/net/link.ts";
+import { createVeth, deleteLink, deleteVethPair } from "../../../lib/net/link.ts";
 import {
   checkMasq,
   gcMasq,
@@ -36,6 +36,7 @@ import {
   setupMasq,
   teardownMasq,
 } from "../../../lib/netfilter/masq/mod.ts";
+import { requireNetns } from "../../../lib/net/netns.ts";
 import { withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";

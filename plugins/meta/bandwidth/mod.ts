@@ -24,7 +24,8 @@ import {
   iprouteBatch,
   type LinkInfo,
 } from "../../../lib/net/ip.ts";
-import { deleteLink, randomMac, requireNetns } from "../../../lib/net/link.ts";
+import { deleteLink, randomMac } from "../../../lib/net/link.ts";
+import { requireNetns } from "../../../lib/net/netns.ts";
 import { withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { GCAttachment, Result } from "../../../lib/cni/spec/schemas.ts";

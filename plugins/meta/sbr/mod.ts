@@ -33,8 +33,7 @@ import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
 import { toolPath } from "../../../lib/net/exec.ts";
 import { ipBatch, IpBatchError, type IpStep, ipSteps, type LinkInfo } from "../../../lib/net/ip.ts";
-import { requireNetns } from "../../../lib/net/link.ts";
-import { netnsExists, withNetnsLock } from "../../../lib/net/netns.ts";
+import { netnsExists, requireNetns, withNetnsLock } from "../../../lib/net/netns.ts";
 import {
   routeArgs,
   type RouteInfo,
