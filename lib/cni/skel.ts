@@ -183,6 +183,27 @@ function decodePrevResult(config: Record<string, unknown>, version: string): Res
   return toCurrentResult(parsed);
 }
 
+/**
+ * DEL's prevResult, or undefined when it cannot be read. DEL must clean up
+ * whatever it can: a prevResult only adds hints (the host veth's name), and
+ * the cleanup by name and container ID must not depend on it. The
+ * reference reads it only where it needs it, and succeeds the same way.
+ */
+async function prevResultForDel(
+  config: Record<string, unknown>,
+  version: string,
+): Promise<Result | undefined> {
+  try {
+    return decodePrevResult(config, version);
+  } catch (e) {
+    if (!(e instanceof CniError)) throw e;
+    await Deno.stderr.write(
+      new TextEncoder().encode(`DEL ignores a prevResult it cannot read: ${e.message}\n`),
+    );
+    return undefined;
+  }
+}
+
 const GCRequest = z.looseObject({
   "cni.dev/valid-attachments": z.nullish(z.array(GCAttachment)),
   "cni.dev/attachments": z.nullish(z.array(GCAttachment)),
@@ -263,8 +284,11 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<PluginOut
       cniVersion: configured,
       env: io.env,
     };
-    if (command !== "GC" && command !== "STATUS") {
+    if (command === "ADD" || command === "CHECK") {
       const prev = decodePrevResult(config, configured);
+      if (prev) args.prevResult = prev;
+    } else if (command === "DEL") {
+      const prev = await prevResultForDel(config, configured);
       if (prev) args.prevResult = prev;
     }
     switch (command) {

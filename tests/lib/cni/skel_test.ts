@@ -710,11 +710,39 @@ Deno.test("runPlugin() refuses a prevResult whose version does not match the con
   assertEquals(calls.length, 0);
 });
 
-Deno.test("runPlugin() refuses an undecodable prevResult with code 6", async () => {
-  const { plugin } = fakePlugin();
-  for (const prevResult of [{ cniVersion: "1.1.0", ips: [{ address: "10.0.0.0/33" }] }, "x", [1]]) {
-    assertCniError(await run(plugin, env("ADD"), { ...GOOD_CONF, prevResult }), 6);
+const BAD_PREV_RESULTS = [
+  { cniVersion: "1.1.0", ips: [{ address: "10.0.0.0/33" }] },
+  { cniVersion: "0.2.0", ip4: { ip: "10.1.2.3/24" } },
+  { ips: "x" },
+  "x",
+  [1],
+  5,
+];
+
+Deno.test("runPlugin() refuses an undecodable prevResult with code 6 on ADD and CHECK", async () => {
+  const { plugin, calls } = fakePlugin();
+  for (const prevResult of BAD_PREV_RESULTS) {
+    for (const verb of ["ADD", "CHECK"]) {
+      assertCniError(await run(plugin, env(verb), { ...GOOD_CONF, prevResult }), 6);
+    }
   }
+  assertEquals(calls.length, 0);
+});
+
+Deno.test("runPlugin() DEL runs without a prevResult it cannot decode: cleanup must not depend on it", async () => {
+  const { plugin, calls } = fakePlugin();
+  for (const prevResult of BAD_PREV_RESULTS) {
+    const r = await run(plugin, env("DEL"), { ...GOOD_CONF, prevResult });
+    assertOk(r);
+    assertEquals(r.stdout, "");
+  }
+  assertEquals(
+    calls.map((c) => [c.verb, "prevResult" in c.args]),
+    BAD_PREV_RESULTS.map(() => [
+      "DEL",
+      false,
+    ]),
+  );
 });
 
 // --- what the handler gets -------------------------------------------------------------------
