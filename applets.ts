@@ -19,6 +19,12 @@ export interface Tool {
  */
 export interface PluginApplet extends PluginLoader {
   readonly commands?: Readonly<Record<string, (args: string[]) => Promise<number>>>;
+  /**
+   * The spec versions the plugin accepts (all when absent), the same as its
+   * `Plugin.versions`: VERSION is answered from here without loading the
+   * plugin, since runtimes ask it of every plugin they find.
+   */
+  readonly versions?: readonly string[];
 }
 
 /** The plugins, in the order `cnikit --help` lists them. */

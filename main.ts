@@ -2,16 +2,19 @@
  * cnikit's entry point. The applet is chosen by the name the program was
  * started under (a symlink named `bridge`, `host-local`, `cnitool`, …), or by
  * the first argument when started as `cnikit` itself.
+ *
+ * Every start parses this module and what it imports statically, so it
+ * imports only the applet table and a few small modules: the plugin
+ * skeleton, zod and each applet's code load when that applet runs (the
+ * launcher build keeps them in separate chunks for the same reason).
  * @module
  */
 
 import { APPLET_NAMES, PLUGINS, TOOLS } from "./applets.ts";
 import { CniError, ErrorCode, toErrorObject } from "./lib/cni/errors.ts";
-import { registerInProcess } from "./lib/cni/invoke.ts";
 import { baseName, executablePath } from "./lib/cni/paths.ts";
 import { CNIKIT_VERSION } from "./lib/cni/about.ts";
-import { pluginMain } from "./lib/cni/skel.ts";
-import { CURRENT_VERSION } from "./lib/cni/spec/version.ts";
+import { CURRENT_VERSION, versionAnswer } from "./lib/cni/spec/version.ts";
 
 /** The name the program was started under, as busybox reads argv[0]. */
 async function invokedName(): Promise<string> {
@@ -52,8 +55,13 @@ async function notAnApplet(name: string): Promise<number> {
   return 1;
 }
 
-async function main(): Promise<number> {
+/** Lets plugins and the runtime run cnikit's own applets in this process. */
+async function registerApplets(): Promise<void> {
+  const { registerInProcess } = await import("./lib/cni/invoke.ts");
   registerInProcess(executablePath(), PLUGINS);
+}
+
+async function main(): Promise<number> {
   let name = await invokedName();
   let args = Deno.args;
   if (!APPLET_NAMES.includes(name)) {
@@ -78,12 +86,27 @@ async function main(): Promise<number> {
     [name, args] = [first, rest];
   }
   const tool = TOOLS.find((t) => t.name === name);
-  if (tool) return await tool.run(args);
+  if (tool) {
+    await registerApplets();
+    return await tool.run(args);
+  }
   const plugin = PLUGINS.find((p) => p.name === name)!;
   const [word, ...rest] = args;
   const command = word === undefined ? undefined : plugin.commands?.[word];
-  if (command) return await command(rest);
-  return await pluginMain(await plugin.load());
+  if (command) {
+    await registerApplets();
+    return await command(rest);
+  }
+  if (Deno.env.get("CNI_COMMAND") === "VERSION") {
+    await Deno.stdout.write(new TextEncoder().encode(versionAnswer(plugin.versions)));
+    return 0;
+  }
+  const [{ pluginMain }, loaded] = await Promise.all([
+    import("./lib/cni/skel.ts"),
+    plugin.load(),
+    registerApplets(),
+  ]);
+  return await pluginMain(loaded);
 }
 
 Deno.exit(await main());

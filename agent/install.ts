@@ -10,7 +10,7 @@
  * @module
  */
 
-import { baseName, executablePath } from "../lib/cni/paths.ts";
+import { baseName, CHUNK_DIR, executablePath } from "../lib/cni/paths.ts";
 import { parseCIDR } from "../lib/cni/ipnet.ts";
 import { writeList } from "./cniconf.ts";
 import { type FlagSpec, flagsUsage, parseFlags, required, UsageError } from "./flags.ts";
@@ -59,6 +59,24 @@ async function copyAtomically(source: string, dest: string): Promise<void> {
   }
 }
 
+/**
+ * Copies a launcher build's chunk folder (none in a compiled build): the
+ * content-named chunks first and the entry last, each through a rename, so
+ * a plugin starting meanwhile loads the old build or the new one whole.
+ */
+async function copyChunks(from: string, to: string): Promise<void> {
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(from)].filter((e) => e.isFile).map((e) => e.name);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  await Deno.mkdir(to, { recursive: true });
+  names.sort((a, b) => Number(a === "main.js") - Number(b === "main.js"));
+  for (const name of names) await copyAtomically(`${from}/${name}`, `${to}/${name}`);
+}
+
 /** Replaces `dest` by a symlink to `target` through a rename. */
 async function symlinkAtomically(target: string, dest: string): Promise<void> {
   const temp = `${dest.slice(0, dest.lastIndexOf("/"))}/.${baseName(dest)}.tmp-${Deno.pid}`;
@@ -97,7 +115,14 @@ export async function installMain(args: string[], plugins: readonly string[]): P
     await Deno.mkdir(binDir, { recursive: true });
     const self = executablePath();
     const dest = `${binDir}/cnikit`;
-    if (realPath(self) !== realPath(dest)) await copyAtomically(self, dest);
+    const real = realPath(self) ?? self;
+    if (real !== realPath(dest)) {
+      await copyChunks(
+        `${real.slice(0, real.lastIndexOf("/"))}/${CHUNK_DIR}`,
+        `${binDir}/${CHUNK_DIR}`,
+      );
+      await copyAtomically(self, dest);
+    }
     const kept: string[] = [];
     for (const name of plugins) {
       const path = `${binDir}/${name}`;

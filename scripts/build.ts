@@ -12,6 +12,7 @@
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { APPLET_NAMES } from "../applets.ts";
+import { CHUNK_DIR } from "../lib/cni/paths.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const dist = join(root, "dist");
@@ -70,16 +71,68 @@ async function buildCompiled(out: string): Promise<boolean> {
   }
 }
 
-async function buildLauncher(out: string, workDir: string): Promise<void> {
-  const bundle = join(workDir, "cnikit.js");
-  await deno(["bundle", "--quiet", "--minify", "--platform", "deno", "-o", bundle, "main.ts"]);
+/**
+ * The launcher's own code: find the folder of chunks beside the real file
+ * (a symlink to the launcher may live in another folder) and run main from
+ * there. Deno's caches are off for the launcher (see the #! line); the
+ * user's DENO_DIR is put back here, so plugins started from cnikit see it.
+ */
+const STUB = `const e=Deno.env,d=e.get("CNIKIT_DENO_DIR");e.delete("CNIKIT_DENO_DIR");` +
+  `d?e.set("DENO_DIR",d):e.delete("DENO_DIR");const u=new URL(import.meta.url);` +
+  `u.pathname=Deno.realPathSync(decodeURIComponent(u.pathname));` +
+  `await import(new URL("${CHUNK_DIR}/main.js",u).href);\n`;
+
+/**
+ * Deno builds a module graph for each import and follows every dynamic
+ * import whose specifier it can read: a literal `import("./mod-X.js")`
+ * makes each start read and parse the chunks of all applets. Wrapped in
+ * `String()`, the specifier is resolved (against the same folder) only when
+ * the import runs. `deno compile` gets main.ts, with its literals intact.
+ */
+async function hideDynamicImports(dir: string): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    const code = await Deno.readTextFile(path);
+    const hidden = code.replace(/\bimport\("(\.\/[\w.-]+\.js)"\)/g, 'import(String("$1"))');
+    if (hidden !== code) await Deno.writeTextFile(path, hidden);
+  }
+}
+
+/** Linux reads at most this much of a `#!` line (BINPRM_BUF_SIZE), and cuts the rest silently. */
+const SHEBANG_MAX = 255;
+
+/**
+ * The launcher: a small file that runs this machine's deno on the chunks of
+ * `deno bundle --code-splitting`, so a plugin parses only its own code and
+ * the parts it shares, never the other applets' (a daemon, an etcd client).
+ */
+async function buildLauncher(out: string): Promise<void> {
+  await deno([
+    "bundle",
+    "--quiet",
+    "--minify",
+    "--platform",
+    "deno",
+    "--code-splitting",
+    "--outdir",
+    join(dirname(out), CHUNK_DIR),
+    "main.ts",
+  ]);
+  await hideDynamicImports(join(dirname(out), CHUNK_DIR));
   // `env -S` splits the flags; the absolute deno path matters because
-  // runtimes exec plugins with a minimal PATH, or none.
+  // runtimes exec plugins with a minimal PATH, or none. DENO_DIR=/dev/null
+  // keeps every plugin process off Deno's shared SQLite caches (mmap'd
+  // -shm files that 50 parallel plugin starts would share, and a SIGBUS
+  // when one is truncated or the disk is full): nothing is downloaded or
+  // type-checked at run time, and the code cache did not speed start-up.
   const shebang =
-    `#!/usr/bin/env -S ${Deno.execPath()} run -A --no-config --no-lock --no-prompt --quiet ${V8_FLAGS} --ext=js\n`;
-  await Deno.writeTextFile(out, shebang + await Deno.readTextFile(bundle));
+    `#!/usr/bin/env -S CNIKIT_DENO_DIR=\${DENO_DIR} DENO_DIR=/dev/null ${Deno.execPath()} ` +
+    `run -A --no-config --no-lock --no-prompt --quiet --no-code-cache ${V8_FLAGS} --ext=js\n`;
+  if (shebang.length > SHEBANG_MAX) {
+    throw new Error(`the launcher's #! line is longer than Linux reads (${shebang.length} bytes)`);
+  }
+  await Deno.writeTextFile(out, shebang + STUB);
   await Deno.chmod(out, 0o755);
-  await Deno.remove(bundle);
 }
 
 async function main(): Promise<void> {
@@ -89,7 +142,7 @@ async function main(): Promise<void> {
   await Deno.mkdir(staging, { recursive: true });
   const out = join(staging, "cnikit");
   const kind = await buildCompiled(out) ? "compiled" : "launcher";
-  if (kind === "launcher") await buildLauncher(out, staging);
+  if (kind === "launcher") await buildLauncher(out);
   for (const name of APPLET_NAMES) await Deno.symlink("cnikit", join(staging, name));
   const old = `${bin}.old-${Deno.pid}`;
   await Deno.rename(bin, old).catch(() => {});
@@ -104,7 +157,7 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(join(dist, "build-info.json"), JSON.stringify(info, null, 2) + "\n");
   console.error(
     `cnikit: built dist/bin/cnikit (${
-      kind === "compiled" ? "deno compile binary" : "bundle launcher"
+      kind === "compiled" ? "deno compile binary" : `launcher with its chunks in ${CHUNK_DIR}/`
     })`,
   );
 }

@@ -107,3 +107,61 @@ Deno.test("a name cnikit has no applet for answers a CNI error (code 50) when CN
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("each plugin's VERSION answer in the applet table is the one the loaded plugin has", async () => {
+  for (const plugin of PLUGINS) {
+    assertEquals(plugin.versions, (await plugin.load()).versions, plugin.name);
+  }
+});
+
+Deno.test("a symlink to cnikit in another folder works (the launcher finds its chunks by its real path)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cnikit-elsewhere-" });
+  try {
+    await Deno.symlink(`${DIST_BIN}/cnikit`, `${dir}/bridge`);
+    const run = await exec([`${dir}/bridge`], { CNI_COMMAND: "VERSION" });
+    assertEquals(run.code, 0, run.stderr);
+    assertEquals(JSON.parse(run.stdout).supportedVersions, [...ALL_TEST_VERSIONS]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "a plugin writes nothing to Deno's cache, and what it starts sees the DENO_DIR it was given",
+  ignore: !canNetns,
+  fn: () =>
+    withNamespaces(1, async (host, ctr) => {
+      const dir = await Deno.makeTempDir({ prefix: "cnikit-denodir-" });
+      try {
+        const cache = `${dir}/cache`;
+        await Deno.mkdir(cache);
+        // An IPAM plugin that records the DENO_DIR it got and fails.
+        await Deno.mkdir(`${dir}/bin`);
+        await Deno.writeTextFile(
+          `${dir}/bin/envdump`,
+          `#!/bin/sh\necho "\${DENO_DIR-unset}" >> ${dir}/seen\necho '{"code":7,"msg":"envdump"}'\nexit 1\n`,
+        );
+        await Deno.chmod(`${dir}/bin/envdump`, 0o755);
+        const conf = { cniVersion: "1.0.0", name: "dd", type: "ptp", ipam: { type: "envdump" } };
+        for (const denoDir of [cache, undefined]) {
+          const env: Record<string, string> = {
+            PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
+            CNI_COMMAND: "ADD",
+            CNI_CONTAINERID: "denodir",
+            CNI_NETNS: ctr.path,
+            CNI_IFNAME: "eth0",
+            CNI_PATH: `${dir}/bin`,
+            ...(denoDir ? { DENO_DIR: denoDir } : {}),
+          };
+          const argv = ["ip", "netns", "exec", host.name, `${DIST_BIN}/ptp`];
+          const run = await exec(argv, env, JSON.stringify(conf));
+          assertEquals(JSON.parse(run.stdout).msg, "envdump", run.stdout + run.stderr);
+        }
+        assertEquals((await Deno.readTextFile(`${dir}/seen`)).split("\n"), [cache, "unset", ""]);
+        assertEquals([...Deno.readDirSync(cache)], [], "the plugin wrote into DENO_DIR");
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }),
+});

@@ -5,6 +5,12 @@
  * @module
  */
 
+/**
+ * The folder beside a launcher build's `cnikit` that holds its code: the
+ * entry `main.js` and one chunk per applet and shared part.
+ */
+export const CHUNK_DIR = "cnikit.d";
+
 /** The last component of a path (`/a/b/bridge` → `bridge`). */
 export function baseName(path: string): string {
   const trimmed = path.replace(/\/+$/, "");

@@ -25,7 +25,13 @@ import {
   toCurrentResult,
 } from "./spec/convert.ts";
 import { GCAttachment, type Result } from "./spec/schemas.ts";
-import { ALL_VERSIONS, CURRENT_VERSION, normalizeVersion, versionAtLeast } from "./spec/version.ts";
+import {
+  ALL_VERSIONS,
+  CURRENT_VERSION,
+  normalizeVersion,
+  versionAnswer,
+  versionAtLeast,
+} from "./spec/version.ts";
 import * as z from "zod/mini";
 
 /** The verbs of the CNI protocol. */
@@ -233,15 +239,7 @@ export async function runPlugin(plugin: Plugin, io: PluginIO): Promise<PluginOut
       return { code: 0, stdout: "" };
     }
     validateEnv(io.env, command);
-    if (command === "VERSION") {
-      return {
-        code: 0,
-        stdout: pretty({
-          cniVersion: CURRENT_VERSION,
-          supportedVersions: plugin.versions ?? ALL_VERSIONS,
-        }),
-      };
-    }
+    if (command === "VERSION") return { code: 0, stdout: versionAnswer(plugin.versions) };
     let stdin: Uint8Array;
     try {
       stdin = await io.readStdin();

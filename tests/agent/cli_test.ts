@@ -3,6 +3,7 @@ import { DIST_BIN } from "../helpers/applet.ts";
 import { canNetns, sh, spawnOutput, type TestNetns, withNamespaces } from "../helpers/netns.ts";
 import { withTempDir } from "../helpers/tempdir.ts";
 import { PLUGINS } from "../../applets.ts";
+import { CHUNK_DIR } from "../../lib/cni/paths.ts";
 
 /** `cnikit <args>` inside `host` (a namespace playing the node). */
 function cnikitIn(host: TestNetns, args: string[]) {
@@ -96,7 +97,9 @@ Deno.test("cnikit agent status: no status file is exit 1 with a hint", () =>
 /** The entries of a directory as `name -> target` (links) or `name (file)`. */
 function listing(dir: string): string[] {
   return [...Deno.readDirSync(dir)].map((e) =>
-    e.isSymlink ? `${e.name} -> ${Deno.readLinkSync(`${dir}/${e.name}`)}` : `${e.name} (file)`
+    e.isSymlink
+      ? `${e.name} -> ${Deno.readLinkSync(`${dir}/${e.name}`)}`
+      : `${e.name} (${e.isDirectory ? "folder" : "file"})`
   ).sort();
 }
 
@@ -118,11 +121,17 @@ Deno.test("cnikit install: copies cnikit and links every plugin, keeps other plu
     assertEquals(out.code, 0, out.stderr);
     assertMatch(out.stdout, /no subnet saved in .* yet; the agent writes .*10-cnikit\.conflist/);
     const plugins = PLUGINS.map((p) => p.name);
+    // A launcher build's code is in its chunk folder, which comes along.
+    const chunks = listing(DIST_BIN).filter((e) => e === `${CHUNK_DIR} (folder)`);
     assertEquals(
       listing(bin),
-      ["cnikit (file)", "portmap (file)", ...plugins.map((p) => `${p} -> cnikit`)].sort(),
+      ["cnikit (file)", "portmap (file)", ...chunks, ...plugins.map((p) => `${p} -> cnikit`)]
+        .sort(),
     );
     assertEquals(await Deno.readFile(`${bin}/cnikit`), await Deno.readFile(`${DIST_BIN}/cnikit`));
+    if (chunks.length) {
+      assertEquals(listing(`${bin}/${CHUNK_DIR}`), listing(`${DIST_BIN}/${CHUNK_DIR}`));
+    }
     assertEquals(await Deno.readTextFile(`${bin}/portmap`), "#!/bin/sh\necho reference portmap\n");
     const version = await spawnOutput(`${bin}/ptp`, [], { env: { CNI_COMMAND: "VERSION" } });
     assertEquals(JSON.parse(version.stdout).cniVersion, "1.1.0");

@@ -20,6 +20,14 @@ export const ALL_VERSIONS = [
 /** The newest spec version; results are built in this shape. */
 export const CURRENT_VERSION = "1.1.0";
 
+/**
+ * What a plugin prints for VERSION: the newest version and the ones it
+ * accepts (every version when `supported` is undefined).
+ */
+export function versionAnswer(supported: readonly string[] = ALL_VERSIONS): string {
+  return JSON.stringify({ cniVersion: CURRENT_VERSION, supportedVersions: supported }, null, 4);
+}
+
 /** A version as `[major, minor, patch]`. */
 export type VersionTuple = [number, number, number];
 
