@@ -6,6 +6,7 @@
  */
 
 import type { PluginLoader } from "./lib/cni/invoke.ts";
+import { versionsFrom } from "./lib/cni/spec/version.ts";
 
 /** A tool with its own command line (cnitool, daemons, installers). */
 export interface Tool {
@@ -37,6 +38,7 @@ export const PLUGINS: readonly PluginApplet[] = [
   {
     name: "bandwidth",
     load: async () => (await import("./plugins/meta/bandwidth/mod.ts")).bandwidth,
+    versions: versionsFrom("0.3.0"),
   },
   { name: "tuning", load: async () => (await import("./plugins/meta/tuning/mod.ts")).tuning },
   {

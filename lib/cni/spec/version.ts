@@ -20,6 +20,11 @@ export const ALL_VERSIONS = [
 /** The newest spec version; results are built in this shape. */
 export const CURRENT_VERSION = "1.1.0";
 
+/** The versions from `oldest` on, for a plugin that does not speak the older ones. */
+export function versionsFrom(oldest: string): readonly string[] {
+  return ALL_VERSIONS.slice(ALL_VERSIONS.indexOf(oldest as typeof ALL_VERSIONS[number]));
+}
+
 /**
  * What a plugin prints for VERSION: the newest version and the ones it
  * accepts (every version when `supported` is undefined).

@@ -12,6 +12,7 @@
  */
 
 import * as z from "zod/mini";
+import { versionsFrom } from "../../../lib/cni/spec/version.ts";
 import { hashedName } from "../../../lib/cni/hash.ts";
 import { goStruct, NETCONF_FIELDS, parseConf } from "../../../lib/cni/conf.ts";
 import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
@@ -336,7 +337,7 @@ function status(): Promise<void> {
 /** The bandwidth plugin (spec 0.3.0 and later, as the reference). */
 export const bandwidth: Plugin = {
   name: "bandwidth",
-  versions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+  versions: versionsFrom("0.3.0"),
   add,
   del,
   check,
