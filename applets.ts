@@ -50,7 +50,11 @@ export const PLUGINS: readonly PluginApplet[] = [
   },
   { name: "sbr", load: async () => (await import("./plugins/meta/sbr/mod.ts")).sbr },
   { name: "portmap", load: async () => (await import("./plugins/meta/portmap/mod.ts")).portmap },
-  { name: "firewall", load: async () => (await import("./plugins/meta/firewall/mod.ts")).firewall },
+  {
+    name: "firewall",
+    load: async () => (await import("./plugins/meta/firewall/mod.ts")).firewall,
+    versions: versionsFrom("0.4.0"),
+  },
 ];
 
 /** The tools. */

@@ -8,6 +8,7 @@
  */
 
 import * as z from "zod/mini";
+import { versionsFrom } from "../../../lib/cni/spec/version.ts";
 import { goStruct, NETCONF_FIELDS, parseConf } from "../../../lib/cni/conf.ts";
 import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
 import { formatCIDR, type IPNet, parseCIDR } from "../../../lib/cni/ipnet.ts";
@@ -211,7 +212,7 @@ async function status(args: CmdArgs): Promise<void> {
 /** The firewall plugin (spec 0.4.0 and later, as the reference). */
 export const firewall: Plugin = {
   name: "firewall",
-  versions: ["0.4.0", "1.0.0", "1.1.0"],
+  versions: versionsFrom("0.4.0"),
   add,
   del,
   check,
