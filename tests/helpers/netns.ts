@@ -31,6 +31,8 @@ export interface SpawnOptions {
   clearEnv?: boolean;
   /** Written to the process's stdin; none when undefined. */
   stdin?: string;
+  /** The working folder. */
+  cwd?: string;
 }
 
 /** Runs a command to its end and returns its exit code and output; never throws on failure. */
@@ -43,6 +45,7 @@ export async function spawnOutput(
     args,
     ...(options.env ? { env: options.env } : {}),
     ...(options.clearEnv ? { clearEnv: true } : {}),
+    ...(options.cwd ? { cwd: options.cwd } : {}),
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
