@@ -51,14 +51,21 @@ function normalizeDst(dst: string, family: 4 | 6): string {
 
 /**
  * Checks, inside `netns`, that link `ifname` exists with the expected kind
- * and MAC, carries the result's addresses with a route to each of their
- * subnets, and that every result route is present. One `ip` process.
+ * and MAC (and whatever `verify` checks), carries the result's addresses
+ * with a route to each of their subnets, and that every result route is
+ * present. One `ip` process.
  */
 export async function checkContainerLink(
   netns: string,
   ifname: string,
   result: Result,
-  expect: { kind?: string; mac?: string; plugin: string },
+  expect: {
+    kind?: string;
+    mac?: string;
+    plugin: string;
+    /** Further checks of the link (mode, VLAN id, up), after kind and MAC, before the addresses. */
+    verify?: (link: LinkInfo) => void;
+  },
 ): Promise<LinkInfo> {
   const ips = ipsOf(result, ifname);
   const familyOf = (cidr: string) => parseCIDR(cidr)?.ip.family ?? 4;
@@ -89,6 +96,7 @@ export async function checkContainerLink(
       `${expect.plugin}: Interface ${ifname} Mac ${expect.mac} doesn't match container Mac: ${link.address}`,
     );
   }
+  expect.verify?.(link);
   const hasRoute = (family: 4 | 6, dst: string, gw?: string) => {
     const want = gw ? parseIP(gw) : null;
     return (routes.get(family) ?? []).some((r) =>

@@ -24,6 +24,30 @@ export interface RunOptions {
   netns?: string;
   /** Return a non-zero exit instead of throwing. */
   allowFailure?: boolean;
+  /**
+   * The SELinux context the child runs in (setexeccon): written to the
+   * forking thread's `attr/exec` just before the spawn, cleared after.
+   */
+  execLabel?: string;
+}
+
+const EXEC_ATTR = "/proc/thread-self/attr/exec";
+
+/** Spawns `command` with the forking thread's exec label set to `label`. */
+function spawnLabelled(command: Deno.Command, label: string): Deno.ChildProcess {
+  try {
+    Deno.writeTextFileSync(EXEC_ATTR, label);
+  } catch (e) {
+    throw new CniError(ErrorCode.ioFailure, `failed set socket label: ${(e as Error).message}`);
+  }
+  try {
+    return command.spawn();
+  } finally {
+    // The label would otherwise stick to every later child of this thread.
+    try {
+      Deno.writeTextFileSync(EXEC_ATTR, "");
+    } catch { /* nothing was set */ }
+  }
 }
 
 const SEARCH_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
@@ -63,9 +87,9 @@ export async function run(
   });
   // The child inherits the namespace of the thread that forks it, so only
   // the spawn itself has to happen inside; waiting happens back home.
-  const child = options.netns
-    ? withNetnsSync(options.netns, () => command.spawn())
-    : command.spawn();
+  const spawn = () =>
+    options.execLabel !== undefined ? spawnLabelled(command, options.execLabel) : command.spawn();
+  const child = options.netns ? withNetnsSync(options.netns, spawn) : spawn();
   if (options.stdin !== undefined) {
     const writer = child.stdin.getWriter();
     await writer.write(new TextEncoder().encode(options.stdin));

@@ -7,7 +7,7 @@
  */
 
 import { CniError, ErrorCode } from "../cni/errors.ts";
-import { ipBatch, type IpCommand } from "./ip.ts";
+import { ipBatch, type IpCommand, type LinkInfo } from "./ip.ts";
 import { formatIP, type IP, parseCIDR, parseIP } from "../cni/ipnet.ts";
 import { withNetnsSync } from "./netns.ts";
 import type { Result, Route } from "../cni/spec/schemas.ts";
@@ -102,27 +102,47 @@ export async function settleAddresses(
   }
 }
 
+/** Options for {@link configureInterface}. */
+export interface ConfigureOptions {
+  /** The link is still called this: it is renamed to `ifname` first, in the same batch. */
+  renameFrom?: string;
+  /** Commands after the rename, before the addresses (enslaving it to a bridge). */
+  before?: IpCommand[];
+  /** Commands after the routes, in the same batch (ptp rewrites the subnet routes there). */
+  extra?: IpCommand[];
+  /** Show the link at the end of the same batch, and return it. */
+  show?: boolean;
+}
+
 /**
- * Configures `ifname` in `netns` from `result`; `extra` commands run after
- * the routes in the same batch (ptp rewrites the subnet routes there).
+ * Configures `ifname` in `netns` from `result`: its addresses, up, its
+ * routes; a result without IPs only brings it up. One `ip` process, two
+ * when an IPv6 gateway makes the routes wait for DAD.
  */
 export async function configureInterface(
   netns: string,
   ifname: string,
   result: Result,
-  extra: IpCommand[] = [],
-): Promise<void> {
+  options: ConfigureOptions = {},
+): Promise<LinkInfo | undefined> {
   const ips = ipsOf(result, ifname);
   const gateways: Partial<Record<4 | 6, string>> = {};
   const hasV6 = ips.some((ip) => parseCIDR(ip.address)?.ip.family === 6);
   if (hasV6) {
+    // Before the rename, the keys are under the link's present name.
+    const now = options.renameFrom ?? ifname;
     ensureSysctls({
       "net/ipv6/conf/lo/disable_ipv6": "0",
-      [`net/ipv6/conf/${ifname}/disable_ipv6`]: "0",
-      [`net/ipv6/conf/${ifname}/keep_addr_on_down`]: "1",
+      [`net/ipv6/conf/${now}/disable_ipv6`]: "0",
+      [`net/ipv6/conf/${now}/keep_addr_on_down`]: "1",
     }, netns);
   }
-  const addrCommands: IpCommand[] = ips.map((ip) => addrCommand(ip.address, ifname));
+  const first: IpCommand[] = [
+    ...(options.renameFrom ? [["link", "set", options.renameFrom, "name", ifname]] : []),
+    ...(options.before ?? []),
+    ...ips.map((ip) => addrCommand(ip.address, ifname)),
+    ["link", "set", ifname, "up"],
+  ];
   for (const ip of ips) {
     const gw = ip.gateway ? parseIP(ip.gateway) : null;
     if (gw && !gateways[gw.family]) gateways[gw.family] = formatIP(gw);
@@ -130,13 +150,19 @@ export async function configureInterface(
   const routeCommands = (result.routes ?? []).map((route) =>
     routeCommand(route, ifname, gateways[parseCIDR(route.dst)!.ip.family])
   );
-  const up: IpCommand = ["link", "set", ifname, "up"];
+  const last: IpCommand[] = [
+    ...routeCommands,
+    ...(options.extra ?? []),
+    ...(options.show ? [["addr", "show", "dev", ifname]] : []),
+  ];
+  let outputs: unknown[];
   if (gateways[6]) {
     // Routes with an IPv6 source must wait for DAD on that address.
-    await ipBatch([...addrCommands, up], { netns });
+    await ipBatch(first, { netns });
     await settleAddresses(netns, ifname);
-    await ipBatch([...routeCommands, ...extra], { netns });
+    outputs = await ipBatch(last, { netns });
   } else {
-    await ipBatch([...addrCommands, up, ...routeCommands, ...extra], { netns });
+    outputs = await ipBatch([...first, ...last], { netns });
   }
+  return options.show ? (outputs.at(-1) as LinkInfo[] | undefined)?.[0] : undefined;
 }

@@ -20,6 +20,8 @@ export interface IpOptions {
   force?: boolean;
   /** Global flags for every command, e.g. `["-d"]` or `["-6"]`. */
   flags?: string[];
+  /** The SELinux context `ip` runs in (see `RunOptions.execLabel`). */
+  execLabel?: string;
 }
 
 const BATCH_SPACE = /[ \t\r\n]/;
@@ -95,15 +97,18 @@ export async function iprouteBatch(
     stdin,
     allowFailure: true,
     ...(options.netns ? { netns: options.netns } : {}),
+    ...(options.execLabel !== undefined ? { execLabel: options.execLabel } : {}),
   });
   const outputs = parseJsonLines(stdout);
   if (code !== 0) {
     const failed = stderr.match(/Command failed -:(\d+)/);
+    const line = failed ? Number(failed[1]) : undefined;
     throw new IpBatchError(
       `${tool} failed: ${stderr.trim() || `exit status ${code}`}`,
       `${tool} ${flags.join(" ")}\n${stdin}`,
-      failed ? Number(failed[1]) : undefined,
+      line,
       outputs,
+      line === undefined ? undefined : commands[line - 1],
     );
   }
   return outputs;
@@ -151,11 +156,20 @@ export class IpBatchError extends CniError {
   readonly line: number | undefined;
   /** The parsed JSON output of the `show` commands that ran before it. */
   readonly outputs: unknown[];
+  /** The failing command, when `ip` named its line. */
+  readonly command: IpCommand | undefined;
 
-  constructor(msg: string, details: string, line: number | undefined, outputs: unknown[]) {
+  constructor(
+    msg: string,
+    details: string,
+    line: number | undefined,
+    outputs: unknown[],
+    command?: IpCommand,
+  ) {
     super(ErrorCode.ioFailure, msg, details);
     this.line = line;
     this.outputs = outputs;
+    this.command = command;
   }
 
   /** What `ip` said, without the batch bookkeeping (`Command failed -:N`). */

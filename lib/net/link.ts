@@ -7,7 +7,7 @@
  * @module
  */
 
-import { CniError, ErrorCode } from "../cni/errors.ts";
+import { CniError, ErrorCode, invalidConfig } from "../cni/errors.ts";
 import { randomHex, toHex } from "../cni/hash.ts";
 import { ipBatch, IpBatchError, type IpCommand, type LinkInfo } from "./ip.ts";
 import { run } from "./exec.ts";
@@ -34,6 +34,32 @@ export function parseMac(text: string): string | null {
   const bytes = groups.map((g) => parseInt(g, 16));
   if (bytes[0]! & 1 || bytes.every((b) => b === 0)) return null;
   return toHex(bytes, ":");
+}
+
+/** Where a requested MAC came from: CNI_ARGS, the config's key, `args`, `runtimeConfig`. */
+export type MacSource = "CNI_ARGS" | "config" | "args" | "runtimeConfig";
+
+/** A MAC address a config or runtime asked for. */
+export interface MacRequest {
+  value: string;
+  from: MacSource;
+}
+
+/**
+ * The MAC that `request` asks for, in canonical form; a bad one is an error
+ * of the environment (code 4) when it came from CNI_ARGS, of the config
+ * (code 7) otherwise.
+ */
+export function requestedMac(request: MacRequest | undefined): string | undefined {
+  if (!request) return undefined;
+  const mac = parseMac(request.value);
+  if (!mac) {
+    throw new CniError(
+      request.from === "CNI_ARGS" ? ErrorCode.invalidEnvironment : ErrorCode.invalidNetworkConfig,
+      `invalid MAC address ${JSON.stringify(request.value)} (from ${request.from})`,
+    );
+  }
+  return mac;
 }
 
 /** One end of a veth pair. */
@@ -194,6 +220,22 @@ export async function createVeth(options: VethOptions): Promise<Veth> {
     trySysctls({ [`net/ipv6/conf/${host.name}/accept_ra`]: "0" });
     return { host, container, outputs };
   }
+}
+
+/**
+ * The link of the first default route of the main table (IPv4 before
+ * IPv6), here or in `netns`: where macvlan and ipvlan attach when no
+ * master is configured, as in the reference.
+ */
+export async function defaultRouteInterface(netns?: string): Promise<string> {
+  // `table all`: without it, a batch line selects no IPv6 route.
+  const tables = await ipBatch([
+    ["route", "show", "table", "all", "exact", "0.0.0.0/0"],
+    ["route", "show", "table", "all", "exact", "::/0"],
+  ], netns ? { netns } : {}) as { dev?: string; table?: string }[][];
+  const route = tables.flat().find((r) => r.table === undefined && r.dev);
+  if (!route) throw invalidConfig("no default route interface found");
+  return route.dev!;
 }
 
 /** The link called `name` (in `netns`, or here), or undefined. */

@@ -54,7 +54,8 @@ import {
   deleteVethPair,
   getLink,
   LinkExistsError,
-  parseMac,
+  type MacRequest,
+  requestedMac,
   type VethEnd,
 } from "../../../lib/net/link.ts";
 import {
@@ -139,7 +140,7 @@ interface Conf {
   disableContainerInterface: boolean;
   portIsolation: boolean;
   /** The container MAC as configured (CNI_ARGS < args < runtimeConfig), and where from. */
-  mac?: { value: string; from: "CNI_ARGS" | "args" | "runtimeConfig" };
+  mac?: MacRequest;
   ipamType: string;
   dns: DnsConf | undefined;
 }
@@ -196,15 +197,8 @@ function validateForAdd(conf: Conf): { mac?: string } {
   if (conf.isGateway && conf.vlan && conf.ipamType && ifNameProblem(vlanLinkName(conf))) {
     throw invalidConfig(`VLAN gateway interface name "${vlanLinkName(conf)}" is too long`);
   }
-  if (!conf.mac) return {};
-  const mac = parseMac(conf.mac.value);
-  if (!mac) {
-    throw new CniError(
-      conf.mac.from === "CNI_ARGS" ? ErrorCode.invalidEnvironment : ErrorCode.invalidNetworkConfig,
-      `invalid MAC address ${JSON.stringify(conf.mac.value)} (from ${conf.mac.from})`,
-    );
-  }
-  return { mac };
+  const mac = requestedMac(conf.mac);
+  return mac ? { mac } : {};
 }
 
 /** The host link that carries the gateway address on an access VLAN. */

@@ -112,7 +112,7 @@ async function add(args: CmdArgs): Promise<Result> {
         ["route", "add", subnet, "via", gw, "dev", args.ifname, "src", src],
       ];
     });
-    await configureInterface(args.netns, args.ifname, result, ptpRoutes);
+    await configureInterface(args.netns, args.ifname, result, { extra: ptpRoutes });
 
     if (conf.ipMasq) {
       const owner = { network: conf.name, containerId: args.containerId, ifname: args.ifname };
