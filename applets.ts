@@ -33,6 +33,8 @@ export const PLUGINS: readonly PluginApplet[] = [
   { name: "loopback", load: async () => (await import("./plugins/main/loopback/mod.ts")).loopback },
   { name: "ptp", load: async () => (await import("./plugins/main/ptp/mod.ts")).ptp },
   { name: "bridge", load: async () => (await import("./plugins/main/bridge/mod.ts")).bridge },
+  { name: "macvlan", load: async () => (await import("./plugins/main/macvlan/mod.ts")).macvlan },
+  { name: "tap", load: async () => (await import("./plugins/main/tap/mod.ts")).tap },
   { name: "host-local", load: async () => (await import("./ipam/host_local/mod.ts")).hostLocal },
   { name: "static", load: async () => (await import("./ipam/static/mod.ts")).staticIpam },
   {

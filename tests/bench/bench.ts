@@ -13,6 +13,7 @@
 import { parseArgs } from "node:util";
 import { withNetnsSync } from "../../lib/net/netns.ts";
 import { TestNetns } from "../helpers/netns.ts";
+import { type KernelFeature, probeKernel } from "../helpers/kernel_features.ts";
 
 const DIST = new URL("../../dist/bin", import.meta.url).pathname;
 const REFERENCE = "/usr/lib/cni";
@@ -29,6 +30,29 @@ interface Scenario {
   config: (dataDir: string, id: number) => Record<string, unknown>;
   /** Parallel attachments per measurement (1 = sequential ADD then DEL). */
   parallel?: number;
+  /** Prepares the fake host once, before the first round (a master link). */
+  setup?: (host: TestNetns) => Promise<void>;
+  /** A kernel feature it needs: without it the scenario is left out, with a note. */
+  needs?: KernelFeature;
+}
+
+/** A master for the interface plugins in the fake host: a veth up, its peer up. */
+async function benchMaster(host: TestNetns): Promise<void> {
+  await host.exec("ip", ["link", "add", "ckbm0", "type", "veth", "peer", "name", "ckbm1"]);
+  await host.exec("ip", ["link", "set", "ckbm0", "up"]);
+  await host.exec("ip", ["link", "set", "ckbm1", "up"]);
+}
+
+/** An interface plugin's config on the bench master with host-local. */
+function onMaster(type: string, subnet: string, extra: Record<string, unknown> = {}) {
+  return (dataDir: string) => ({
+    cniVersion: "1.0.0",
+    name: `bench-${type}`,
+    type,
+    master: "ckbm0",
+    ...extra,
+    ipam: { type: "host-local", subnet, dataDir },
+  });
 }
 
 const SCENARIOS: Scenario[] = [
@@ -84,6 +108,19 @@ const SCENARIOS: Scenario[] = [
       ipMasq: true,
       ipam: { type: "host-local", subnet: "10.80.0.0/16", dataDir },
     }),
+  },
+  {
+    name: "macvlan+host-local",
+    plugin: "macvlan",
+    setup: benchMaster,
+    config: onMaster("macvlan", "10.81.0.0/16"),
+  },
+  {
+    name: "macvlan 20 parallel ADD, then 20 DEL",
+    plugin: "macvlan",
+    parallel: 20,
+    setup: benchMaster,
+    config: onMaster("macvlan", "10.82.0.0/16"),
   },
 ];
 
@@ -220,8 +257,17 @@ async function main(): Promise<void> {
     );
     console.log("| scenario | impl | ADD | DEL | ADD+DEL | ratio | peak RSS |");
     console.log("|---|---|---:|---:|---:|---:|---:|");
+    const prepared = new Set<(host: TestNetns) => Promise<void>>();
     for (const scenario of SCENARIOS) {
       if (only && !only.some((o) => scenario.name.startsWith(o))) continue;
+      if (scenario.needs && !(await probeKernel([scenario.needs]))[scenario.needs]) {
+        console.log(`| ${scenario.name} | (this kernel lacks ${scenario.needs}) | | | | | |`);
+        continue;
+      }
+      if (scenario.setup && !prepared.has(scenario.setup)) {
+        await scenario.setup(host);
+        prepared.add(scenario.setup);
+      }
       const samples = new Map<string, { add: number[]; del: number[]; total: number[] }>();
       for (const impl of IMPLS) samples.set(impl.name, { add: [], del: [], total: [] });
       for (let round = 0; round < rounds; round++) {

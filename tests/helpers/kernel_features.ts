@@ -37,6 +37,8 @@ const PROBES = {
   vrf: [["link", "add", "pvrf", "type", "vrf", "table", "100"]],
   /** bonding (CONFIG_BONDING). */
   bonding: [["link", "add", "pbond", "type", "bond"]],
+  /** tap devices (CONFIG_TUN, and /dev/net/tun). */
+  tun: [["tuntap", "add", "mode", "tap", "name", "ptap"]],
   /** VLAN filtering on bridges (CONFIG_BRIDGE_VLAN_FILTERING). */
   "bridge-vlan-filtering": [["link", "add", "pbridge", "type", "bridge", "vlan_filtering", "1"]],
 } as const;
