@@ -107,7 +107,8 @@ Deno.test("cnikit install: copies cnikit and links every plugin, keeps other plu
   withTempDir(async (dir) => {
     const bin = `${dir}/bin`;
     await Deno.mkdir(bin);
-    await Deno.writeTextFile(`${bin}/portmap`, "#!/bin/sh\necho reference portmap\n");
+    // A plugin cnikit does not provide stays as it is.
+    await Deno.writeTextFile(`${bin}/flannel`, "#!/bin/sh\necho flannel\n");
     await Deno.writeTextFile(`${bin}/ptp`, "#!/bin/sh\necho reference ptp\n");
     const args = [
       "--bin-dir",
@@ -125,14 +126,14 @@ Deno.test("cnikit install: copies cnikit and links every plugin, keeps other plu
     const chunks = listing(DIST_BIN).filter((e) => e === `${CHUNK_DIR} (folder)`);
     assertEquals(
       listing(bin),
-      ["cnikit (file)", "portmap (file)", ...chunks, ...plugins.map((p) => `${p} -> cnikit`)]
+      ["cnikit (file)", "flannel (file)", ...chunks, ...plugins.map((p) => `${p} -> cnikit`)]
         .sort(),
     );
     assertEquals(await Deno.readFile(`${bin}/cnikit`), await Deno.readFile(`${DIST_BIN}/cnikit`));
     if (chunks.length) {
       assertEquals(listing(`${bin}/${CHUNK_DIR}`), listing(`${DIST_BIN}/${CHUNK_DIR}`));
     }
-    assertEquals(await Deno.readTextFile(`${bin}/portmap`), "#!/bin/sh\necho reference portmap\n");
+    assertEquals(await Deno.readTextFile(`${bin}/flannel`), "#!/bin/sh\necho flannel\n");
     const version = await spawnOutput(`${bin}/ptp`, [], { env: { CNI_COMMAND: "VERSION" } });
     assertEquals(JSON.parse(version.stdout).cniVersion, "1.1.0");
     assert(!(await Deno.stat(`${dir}/net.d`).catch(() => undefined)), "no list written");

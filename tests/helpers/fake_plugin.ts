@@ -147,9 +147,16 @@ export class FakePlugins {
     Deno.mkdirSync(`${this.root}/calls`);
   }
 
-  /** The pid of the last `sleep` answer of `name` for `command`. */
-  sleepPid(name: string, command: string): number {
-    return Number(Deno.readTextFileSync(`${this.root}/ctl/${name}.${command}.execpid`).trim());
+  /**
+   * The pid of the last `sleep` answer of `name` for `command`, or undefined
+   * when the plugin was killed before it got that far.
+   */
+  sleepPid(name: string, command: string): number | undefined {
+    try {
+      return Number(Deno.readTextFileSync(`${this.root}/ctl/${name}.${command}.execpid`).trim());
+    } catch {
+      return undefined;
+    }
   }
 
   /** Kills the background sleeps `orphan` answers left (by pid) and removes the folder. */

@@ -108,7 +108,9 @@ Deno.test("execPlugin() kills a plugin past its deadline and reports it as libcn
     assertMatch(err.message, /netplugin failed with no error message: signal: killed/);
     // The plugin sleeps for a minute: returning well before that means it was killed.
     assert(Date.now() - started < 30_000);
-    assert(!isSleep(fake.sleepPid("a", "ADD")), "the plugin still runs");
+    // On a busy machine the kill may come before the plugin starts its sleep.
+    const pid = fake.sleepPid("a", "ADD");
+    assert(pid === undefined || !isSleep(pid), "the plugin still runs");
   }));
 
 Deno.test("execPlugin() does not wait for a killed plugin's leftover child holding the pipes", () =>
