@@ -10,7 +10,8 @@
 
 import { CniError, ErrorCode, invalidConfig } from "../cni/errors.ts";
 import type { GCAttachment } from "../cni/spec/schemas.ts";
-import { type BackendName, defaultBackend } from "./detect.ts";
+import { type BackendName, defaultBackend, iptablesUsable } from "./detect.ts";
+import type { Family } from "./iptables.ts";
 
 export type { BackendName } from "./detect.ts";
 
@@ -72,4 +73,15 @@ export async function settleBackends(
     });
   }
   if (errors.length) throw new CniError(ErrorCode.ioFailure, errors.join("\n"));
+}
+
+/**
+ * Runs `task` for each of `families` side by side (cleanup with iptables
+ * and ip6tables); a family whose iptables is unusable here may fail.
+ */
+export function eachIptablesFamily(
+  task: (family: Family) => Promise<void>,
+  families: readonly Family[] = [4, 6],
+): Promise<void> {
+  return settleBackends(families.map((f) => [() => iptablesUsable(f), task(f)]));
 }

@@ -120,6 +120,23 @@ export class SavedTable {
 }
 
 /**
+ * The restore lines that remove `chains` from `saved`: every rule of
+ * another chain that jumps to one of them, then the chains themselves
+ * (flushed, deleted). Chains that do not exist are skipped.
+ */
+export function removeChains(saved: SavedTable, chains: Iterable<string>): string[] {
+  const gone = new Set([...chains].filter((c) => saved.hasChain(c)));
+  const lines: string[] = [];
+  for (const chain of gone) {
+    for (const jump of saved.jumpsTo(chain)) {
+      if (!gone.has(jump.split(" ")[1]!)) lines.push(deleteSavedLine(jump));
+    }
+  }
+  for (const chain of gone) lines.push(`-F ${chain}`, `-X ${chain}`);
+  return lines;
+}
+
+/**
  * Snapshots read by a probe ({@link saveTable} with `keep`), handed to the
  * next {@link updateTable} of the same table instead of a second read. A
  * restore from this process drops them, and they expire after

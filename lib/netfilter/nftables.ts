@@ -101,7 +101,7 @@ export async function nftApplyText(lines: readonly string[]): Promise<void> {
 }
 
 /** `s` as an nft text string literal (for constants in {@link nftApplyText}). */
-export function nftString(s: string): string {
+function nftString(s: string): string {
   if (/["\n]/.test(s)) {
     throw new CniError(ErrorCode.internal, `nft text cannot carry ${JSON.stringify(s)}`);
   }
@@ -143,10 +143,33 @@ export class NftTx {
     return { delete: { chain: { family: this.family, table: this.table, name } } };
   }
 
-  /** `add rule` with statements `expr` and an optional comment. */
+  /** `add rule` (at the end of `chain`) with statements `expr` and an optional comment. */
   addRule(chain: string, expr: unknown[], comment?: string): NftCommand {
+    return { add: { rule: this.#rule(chain, expr, comment) } };
+  }
+
+  /** `insert rule`: like {@link addRule}, at the top of `chain`. */
+  insertRule(chain: string, expr: unknown[], comment?: string): NftCommand {
+    return { insert: { rule: this.#rule(chain, expr, comment) } };
+  }
+
+  #rule(chain: string, expr: unknown[], comment?: string): Record<string, unknown> {
     const rule = { family: this.family, table: this.table, chain, expr };
-    return { add: { rule: comment === undefined ? rule : { ...rule, comment } } };
+    return comment === undefined ? rule : { ...rule, comment };
+  }
+
+  /**
+   * The nft text that makes the table with a descriptive `comment` and,
+   * for each `[chain, comment]`, a plain chain with its comment: what JSON
+   * cannot carry on nft 1.0.6 (see the module doc), for {@link nftApplyText}
+   * when a read showed the table missing.
+   */
+  declare(comment: string, chains: [string, string][] = []): string[] {
+    const t = `${this.family} ${this.table}`;
+    return [
+      `add table ${t} { comment ${nftString(comment)} ; }`,
+      ...chains.map(([name, c]) => `add chain ${t} ${name} { comment ${nftString(c)} ; }`),
+    ];
   }
 
   /** `delete rule … handle N` for a rule read with {@link listTable}. */

@@ -11,13 +11,12 @@
 import { checkFailed } from "../../net/check.ts";
 import { formatCIDR, formatIP, type IPNet, networkOf } from "../../cni/ipnet.ts";
 import type { GCAttachment } from "../../cni/spec/schemas.ts";
-import { type NetfilterBackend, type Owner, settleBackends } from "../backend.ts";
-import { iptablesUsable } from "../detect.ts";
+import { eachIptablesFamily, type NetfilterBackend, type Owner } from "../backend.ts";
 import {
   appendRule,
   comment,
-  deleteSavedLine,
   type Family,
+  removeChains,
   type RuleSpec,
   type SavedTable,
   saveTable,
@@ -44,21 +43,6 @@ function ofFamily(ips: IPNet[], family: Family): IPNet[] {
   return ips.filter((ip) => ip.ip.family === family);
 }
 
-/** Restore lines that remove `chains` and every rule elsewhere that jumps to them. */
-export function removeChains(saved: SavedTable, chains: ReadonlySet<string>): string[] {
-  const lines: string[] = [];
-  for (const chain of chains) {
-    if (!saved.hasChain(chain)) continue;
-    for (const jump of saved.jumpsTo(chain)) {
-      if (!chains.has(jump.split(" ")[1]!)) lines.push(deleteSavedLine(jump));
-    }
-  }
-  for (const chain of chains) {
-    if (saved.hasChain(chain)) lines.push(`-F ${chain}`, `-X ${chain}`);
-  }
-  return lines;
-}
-
 /**
  * The per-attachment chains of `network` in a nat snapshot, keyed by
  * container ID (network names and container IDs hold no quotes or
@@ -76,11 +60,6 @@ function chainsByContainer(saved: SavedTable, network: string): Map<string, stri
     if (m) found.set(m[2]!, m[1]!);
   }
   return found;
-}
-
-/** Runs `update` for both families; a family whose iptables is unusable here may fail. */
-function bothFamilies(update: (family: Family) => Promise<void>): Promise<void> {
-  return settleBackends(FAMILIES.map((f) => [() => iptablesUsable(f), update(f)]));
 }
 
 /** Masquerade through iptables. */
@@ -121,18 +100,18 @@ export const masqIptables: NetfilterBackend<IPNet[]> = {
 
   async teardown(owner) {
     const chains = new Set([await chainName(owner.network, owner.containerId)]);
-    await bothFamilies((family) =>
+    await eachIptablesFamily((family) =>
       updateTable(family, "nat", (saved) => removeChains(saved, chains))
     );
   },
 
   async gc(network, valid: readonly GCAttachment[]) {
     const validIds = new Set(valid.map((a) => a.containerID));
-    await bothFamilies((family) =>
+    await eachIptablesFamily((family) =>
       updateTable(family, "nat", (saved) => {
         const stale = [...chainsByContainer(saved, network)]
           .filter(([id]) => !validIds.has(id)).map(([, chain]) => chain);
-        return removeChains(saved, new Set(stale));
+        return removeChains(saved, stale);
       })
     );
   },

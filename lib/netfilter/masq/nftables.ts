@@ -21,7 +21,6 @@ import {
   nftApplyText,
   type NftCommand,
   type NftRule,
-  nftString,
   NftTx,
 } from "../nftables.ts";
 import { instanceComment, instanceHash, MASQ_NFT, networkHash } from "../names.ts";
@@ -56,13 +55,9 @@ export const masqNftables: NetfilterBackend<IPNet[]> = {
     const comment = await instanceComment(owner.network, owner.ifname, owner.containerId);
     const existing = await rules();
     if (!existing) {
-      // nft 1.0.6 ignores table and chain comments in JSON; they are constants.
-      await nftApplyText([
-        `add table inet ${MASQ_NFT.table} { comment ${nftString(MASQ_NFT.tableComment)} ; }`,
-        `add chain inet ${MASQ_NFT.table} ${MASQ_NFT.chain} { comment ${
-          nftString(MASQ_NFT.chainComment)
-        } ; }`,
-      ]);
+      await nftApplyText(
+        tx.declare(MASQ_NFT.tableComment, [[MASQ_NFT.chain, MASQ_NFT.chainComment]]),
+      );
     }
     const commands: NftCommand[] = [
       tx.addTable(),

@@ -18,6 +18,7 @@ import {
   appendRule,
   comment,
   deleteSavedLine,
+  removeChains,
   type RuleSpec,
   savedLine,
   type SavedTable,
@@ -89,10 +90,7 @@ export async function teardownNodeMasq(name: string): Promise<void> {
   await settleBackends([
     [
       () => iptablesUsable(4),
-      updateTable(4, "nat", (saved) => [
-        ...staleJumps(saved, name),
-        ...(saved.hasChain(name) ? [`-F ${name}`, `-X ${name}`] : []),
-      ]),
+      updateTable(4, "nat", (saved) => removeChains(saved, [name])),
     ],
     [
       nftUsable,

@@ -18,10 +18,12 @@
  * @module
  */
 
-import type { NetfilterBackend, Owner } from "../../../lib/netfilter/backend.ts";
 import { checkFailed } from "../../../lib/net/check.ts";
-import { settleBackends } from "../../../lib/netfilter/backend.ts";
-import { iptablesUsable } from "../../../lib/netfilter/detect.ts";
+import {
+  eachIptablesFamily,
+  type NetfilterBackend,
+  type Owner,
+} from "../../../lib/netfilter/backend.ts";
 import {
   appendRule,
   comment,
@@ -106,12 +108,9 @@ export function familiesOf(spec: FirewallSpec): Family[] {
   return FAMILIES.filter((f) => spec.ips.some((ip) => ip.ip.family === f));
 }
 
-function teardownFamilies(
-  cidrs: { 4: string[]; 6: string[] },
-): Promise<void> {
-  return settleBackends(
-    FAMILIES.filter((f) => cidrs[f].length).map((family) => [
-      () => iptablesUsable(family),
+function teardownFamilies(cidrs: { 4: string[]; 6: string[] }): Promise<void> {
+  return eachIptablesFamily(
+    (family) =>
       updateTable(
         family,
         "filter",
@@ -120,7 +119,7 @@ function teardownFamilies(
             deleteRule(FORWARD_CHAIN, r)
           ),
       ),
-    ]),
+    FAMILIES.filter((f) => cidrs[f].length),
   );
 }
 

@@ -35,7 +35,6 @@ import {
   nftApply,
   nftApplyText,
   type NftCommand,
-  nftString,
   type NftTable,
   NftTx,
 } from "../../../lib/netfilter/nftables.ts";
@@ -114,12 +113,7 @@ export const firewallNftables: NetfilterBackend<FirewallSpec> = {
 
   async setup(owner, spec) {
     const table = await listTable("inet", TABLE);
-    if (!table) {
-      // nft 1.0.6 ignores table comments in JSON; this one is a constant.
-      await nftApplyText([
-        `add table inet ${TABLE} { comment ${nftString("CNI firewall plugin rules")} ; }`,
-      ]);
-    }
+    if (!table) await nftApplyText(tx.declare("CNI firewall plugin rules"));
     const comment = await instanceComment(owner.network, owner.ifname, owner.containerId);
     const commands: NftCommand[] = [
       tx.addTable(),
@@ -128,26 +122,12 @@ export const firewallNftables: NetfilterBackend<FirewallSpec> = {
     ];
     // Inserted at the top, admin first, so the isolation jump ends up before it.
     const adminJump = [expr.jump(ADMIN)];
-    if (!has(table, FORWARD, adminJump)) {
-      commands.push({
-        insert: { rule: { family: "inet", table: TABLE, chain: FORWARD, expr: adminJump } },
-      });
-    }
+    if (!has(table, FORWARD, adminJump)) commands.push(tx.insertRule(FORWARD, adminJump));
     if (spec.isolation) {
       commands.push(...isolationCommands(table, spec.isolation));
       const stageJump = [expr.jump(STAGE1)];
       if (!has(table, FORWARD, stageJump)) {
-        commands.push({
-          insert: {
-            rule: {
-              family: "inet",
-              table: TABLE,
-              chain: FORWARD,
-              expr: stageJump,
-              comment: ISOLATION_COMMENT,
-            },
-          },
-        });
+        commands.push(tx.insertRule(FORWARD, stageJump, ISOLATION_COMMENT));
       }
     }
     // A crashed or repeated ADD of the same attachment is replaced, not doubled.

@@ -21,17 +21,17 @@ import { checkFailed } from "../../../lib/net/check.ts";
 import { formatCIDR, formatIP, type IPNet, networkOf } from "../../../lib/cni/ipnet.ts";
 import type { GCAttachment } from "../../../lib/cni/spec/schemas.ts";
 import {
+  eachIptablesFamily,
   type NetfilterBackend,
   type Owner,
-  settleBackends,
 } from "../../../lib/netfilter/backend.ts";
-import { iptablesUsable } from "../../../lib/netfilter/detect.ts";
 import {
   appendRule,
   comment,
   deleteSavedLine,
   type Family,
   insertRule,
+  removeChains,
   type RuleSpec,
   type SavedTable,
   saveTable,
@@ -45,7 +45,6 @@ export const DNAT_CHAIN = "CNI-HOSTPORT-DNAT";
 export const SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK";
 export const MASQ_CHAIN = "CNI-HOSTPORT-MASQ";
 
-const FAMILIES = [4, 6] as const;
 const TO_LOCAL: RuleSpec = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT_CHAIN];
 const MASQ_ENTRY: RuleSpec = [...comment("CNI portfwd requiring masquerade"), "-j", MASQ_CHAIN];
 
@@ -151,15 +150,6 @@ function sharedRules(spec: PortmapSpec): [string, RuleSpec, boolean][] {
   return rules;
 }
 
-/** Restore lines that remove `chains` and every rule jumping to them. */
-function removeChains(saved: SavedTable, chains: string[]): string[] {
-  const present = chains.filter((c) => saved.hasChain(c));
-  return [
-    ...present.flatMap((c) => saved.jumpsTo(c).map(deleteSavedLine)),
-    ...present.flatMap((c) => [`-F ${c}`, `-X ${c}`]),
-  ];
-}
-
 /** The plan that makes `saved` hold the attachment's rules for `container`. */
 function setupPlan(
   saved: SavedTable,
@@ -188,11 +178,6 @@ function setupPlan(
   lines.push(...dnatRules(spec, container).map((r) => appendRule(dnat, r)));
   lines.push(...entryRules(owner, spec, family, dnat).map((r) => appendRule(DNAT_CHAIN, r)));
   return lines;
-}
-
-/** Runs `task` for both families; a family whose iptables is unusable here may fail. */
-function bothFamilies(task: (family: Family) => Promise<void>): Promise<void> {
-  return settleBackends(FAMILIES.map((f) => [() => iptablesUsable(f), task(f)]));
 }
 
 /**
@@ -251,7 +236,7 @@ export const portmapIptables: NetfilterBackend<PortmapSpec> = {
 
   async teardown(owner) {
     const { dnat, oldSnat } = await chainsOf(owner);
-    await bothFamilies((family) =>
+    await eachIptablesFamily((family) =>
       updateTable(family, "nat", (saved) => removeChains(saved, [dnat, oldSnat]))
     );
   },
@@ -260,7 +245,7 @@ export const portmapIptables: NetfilterBackend<PortmapSpec> = {
     const keep = new Set(valid.map((a) => a.containerID));
     const prefix = `-A ${DNAT_CHAIN} `;
     const marker = `--comment ${JSON.stringify(`dnat name: "${network}" id: "`).slice(0, -1)}`;
-    await bothFamilies((family) =>
+    await eachIptablesFamily((family) =>
       updateTable(family, "nat", (saved) => {
         const stale = new Set<string>();
         for (const line of saved.rulesOf(DNAT_CHAIN)) {

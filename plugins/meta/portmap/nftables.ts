@@ -26,7 +26,6 @@ import {
   nftApply,
   nftApplyText,
   type NftCommand,
-  nftString,
   type NftTable,
   NftTx,
 } from "../../../lib/netfilter/nftables.ts";
@@ -110,7 +109,7 @@ export const portmapNftables: NetfilterBackend<PortmapSpec> = {
       const table = tables[fam];
       const conditions = spec.conditions[container.ip.family];
       const t = `${fam} ${TABLE}`;
-      if (!table) text.push(`add table ${t} { comment ${nftString("CNI portmap plugin")} ; }`);
+      if (!table) text.push(...tx.declare("CNI portmap plugin"));
       if (conditions.length) {
         // The user's conditions are nft text: the hooks' rules go in text.
         text.push(

@@ -299,15 +299,21 @@ Deno.test({
     }),
 });
 
-for (const policy of ["open", "same-bridge"]) {
+for (
+  const [what, extra] of [
+    ["open", {}],
+    ["same-bridge", { ingressPolicy: "same-bridge" }],
+    ["iptablesAdminChainName", { iptablesAdminChainName: "MY-ADMIN" }],
+  ] as const
+) {
   Deno.test({
-    name: `firewall differential (iptables, ${policy}): the filter tables of the reference`,
+    name: `firewall differential (iptables, ${what}): the filter tables of the reference`,
     ignore,
     fn: () =>
       withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
         const { add } = await attach(host, ctr, dataDir);
         const at = { netns: ctr.path };
-        const conf = firewallConf("1.0.0", add, dataDir, { ingressPolicy: policy });
+        const conf = firewallConf("1.0.0", add, dataDir, extra);
         const tables: Record<string, unknown> = {};
         for (const [who, bin] of [["reference", REFERENCE_BIN], ["cnikit", undefined]] as const) {
           assertSuccess(await firewall("ADD", host, at, conf, bin));
