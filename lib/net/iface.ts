@@ -65,7 +65,9 @@ export function routeCommand(route: Route, dev: string, gw?: string): IpCommand 
 /**
  * Waits until no address of `ifname` (of `only`, when given) is tentative
  * (IPv6 DAD), reading if_inet6 inside the netns: no process per poll.
- * Once DAD is done the kernel has the address's local route too.
+ * Once DAD is done the kernel has the address's local route too. Past the
+ * timeout, addresses still tentative are an error only on a link that is
+ * operationally up.
  * thread-self, because /proc/self/net follows the main thread's netns, not
  * this thread's.
  */
@@ -93,6 +95,12 @@ export async function settleAddresses(
     }
     if (!flags.some((f) => f & IFA_F_TENTATIVE)) return;
     if (Date.now() > deadline) {
+      // DAD never runs on a link without carrier (a NIC without cable, a
+      // veth whose peer is down): as in the reference, that is no failure.
+      const [[link]] = await ipBatch([["link", "show", "dev", ifname]], { netns }) as [
+        [LinkInfo],
+      ];
+      if (link.operstate !== "UP") return;
       throw new CniError(
         ErrorCode.internal,
         `failed to settle addresses for "${ifname}": still tentative`,

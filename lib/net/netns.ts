@@ -23,6 +23,7 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   setns: { parameters: ["i32", "i32"], result: "i32" },
   ioctl: { parameters: ["i32", "usize", "usize"], result: "i32" },
+  unshare: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -122,16 +123,76 @@ export function withNetnsSync<T>(path: string, fn: () => T): T {
       }
       return value;
     } finally {
-      if (symbols.setns(home, CLONE_NEWNET) !== 0) {
-        // A thread left in the container's namespace would configure the wrong
-        // host from here on; a plugin is short-lived, so stop now.
-        console.error(`cnikit: cannot return to the host netns (errno ${errno()})`);
-        Deno.exit(1);
-      }
+      returnTo(home);
     }
   } finally {
     symbols.close(target);
     if (home >= 0) symbols.close(home);
+  }
+}
+
+/** Puts the JS thread back into the namespace `home` names, or ends the process. */
+function returnTo(home: number): void {
+  if (lib().setns(home, CLONE_NEWNET) !== 0) {
+    // A thread left in another namespace would configure the wrong host from
+    // here on; a plugin is short-lived, so stop now.
+    console.error(`cnikit: cannot return to the host netns (errno ${errno()})`);
+    Deno.exit(1);
+  }
+}
+
+/**
+ * A fresh, empty network namespace that only this process holds, by a
+ * descriptor (no bind mount under /run/netns, so nothing outlives the
+ * process): a place to rename a link where no other link can clash with
+ * it, as the reference's host-device does. `path` names it for `ip`
+ * (`ip link set X netns <path>`, or `run(..., { netns: path })`), and
+ * `homePath` names the namespace it was made from the same way.
+ *
+ * Closing it destroys the namespace: a virtual link still inside dies, a
+ * physical one goes to the initial namespace. Move links out first.
+ * Requires CAP_SYS_ADMIN.
+ */
+export class TempNetns {
+  /** `/proc/<pid>/fd/<fd>` of the new namespace. */
+  readonly path: string;
+  /** `/proc/<pid>/fd/<fd>` of the namespace this process works in. */
+  readonly homePath: string;
+  #fds: number[];
+
+  private constructor(fd: number, home: number) {
+    this.#fds = [fd, home];
+    this.path = `/proc/${Deno.pid}/fd/${fd}`;
+    this.homePath = `/proc/${Deno.pid}/fd/${home}`;
+  }
+
+  /** Makes the namespace (unshare on the JS thread, which then returns home). */
+  static create(): TempNetns {
+    const home = openNs("/proc/thread-self/ns/net");
+    let fd = -1;
+    try {
+      if (lib().unshare(CLONE_NEWNET) !== 0) {
+        throw new CniError(
+          ErrorCode.ioFailure,
+          `failed to create a temporary netns: errno ${errno()}`,
+        );
+      }
+      try {
+        fd = openNs("/proc/thread-self/ns/net");
+      } finally {
+        returnTo(home);
+      }
+      return new TempNetns(fd, home);
+    } catch (e) {
+      lib().close(home);
+      throw e;
+    }
+  }
+
+  /** Destroys the namespace (see above) and forgets the home one. */
+  close(): void {
+    for (const fd of this.#fds) lib().close(fd);
+    this.#fds = [];
   }
 }
 
