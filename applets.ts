@@ -51,6 +51,11 @@ export const PLUGINS: readonly PluginApplet[] = [
     },
   },
   { name: "sbr", load: async () => (await import("./plugins/meta/sbr/mod.ts")).sbr },
+  {
+    name: "vrf",
+    load: async () => (await import("./plugins/meta/vrf/mod.ts")).vrf,
+    versions: versionsFrom("0.3.1"),
+  },
   { name: "portmap", load: async () => (await import("./plugins/meta/portmap/mod.ts")).portmap },
   {
     name: "firewall",
