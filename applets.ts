@@ -35,6 +35,10 @@ export const PLUGINS: readonly PluginApplet[] = [
   { name: "bridge", load: async () => (await import("./plugins/main/bridge/mod.ts")).bridge },
   { name: "macvlan", load: async () => (await import("./plugins/main/macvlan/mod.ts")).macvlan },
   { name: "tap", load: async () => (await import("./plugins/main/tap/mod.ts")).tap },
+  {
+    name: "host-device",
+    load: async () => (await import("./plugins/main/host-device/mod.ts")).hostDevice,
+  },
   { name: "host-local", load: async () => (await import("./ipam/host_local/mod.ts")).hostLocal },
   { name: "static", load: async () => (await import("./ipam/static/mod.ts")).staticIpam },
   {
