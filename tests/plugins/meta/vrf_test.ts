@@ -115,28 +115,6 @@ for (const version of ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]) {
 }
 
 Deno.test({
-  name: "vrf refuses spec 0.3.0 and below, and ADD without prevResult or vrfname",
-  ignore: !ready,
-  fn: () =>
-    withNamespaces(1, async (host, ctr) => {
-      const veth = await attachment(host, ctr, 2);
-      const at = { netns: ctr.path };
-      assertFailed(await vrf("ADD", host, at, vrfConf("0.3.0", veth.result)), 1, /incompatible/);
-      assertFailed(
-        await vrf("ADD", host, at, vrfConf("1.0.0", undefined)),
-        7,
-        /^missing prevResult from earlier plugin$/,
-      );
-      assertFailed(
-        await vrf("ADD", host, at, vrfConf("1.0.0", veth.result, {})),
-        7,
-        /^configuration is expected to have a valid vrf name$/,
-      );
-      assertEquals(await vrfDevice(ctr, "red"), undefined);
-    }),
-});
-
-Deno.test({
   name: "vrf: members share a VRF, a new VRF takes the lowest free table, the last DEL removes it",
   ignore: !ready,
   fn: () =>
@@ -274,7 +252,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "vrf DEL succeeds with the netns empty or gone, the interface gone, the VRF gone",
+  name: "vrf DEL succeeds with the interface gone, then with the VRF gone",
   ignore: !ready,
   fn: () =>
     withNamespaces(1, async (host, ctr) => {
@@ -282,18 +260,14 @@ Deno.test({
       const conf = vrfConf("1.1.0", eth0.result);
       const at = { netns: ctr.path };
       assertSuccess(await vrf("ADD", host, at, conf));
+      // Without the namespace DEL does nothing (vrf_conf_test.ts: it succeeds).
       assertSuccess(await vrf("DEL", host, { netns: "" }, conf));
-      assertSuccess(await vrf("DEL", host, { netns: "/run/netns/cnikit-no-such-ns" }, conf));
       assertEquals(await vrfDevice(ctr, "red"), "vrf table 1");
       // The interface went first (plugins#1282: the reference's DEL fails here).
       await sh("ip", ["-n", ctr.name, "link", "del", "eth0"]);
       assertSuccess(await vrf("DEL", host, at, conf));
       assertEquals(await vrfDevice(ctr, "red"), undefined);
       assertSuccess(await vrf("DEL", host, at, conf));
-      assertSuccess(await vrf("STATUS", host, { netns: "" }, conf));
-      assertSuccess(
-        await vrf("GC", host, { netns: "" }, { ...conf, "cni.dev/valid-attachments": [] }),
-      );
     }),
 });
 
