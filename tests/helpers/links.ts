@@ -7,10 +7,11 @@
  */
 
 import type { Result } from "../../lib/cni/spec/schemas.ts";
+import { parseResult, toCurrentResult } from "../../lib/cni/spec/convert.ts";
 import { versionAtLeast } from "../../lib/cni/spec/version.ts";
 import { ALL_TEST_VERSIONS, type HostRunner, hostRunner, withPrev } from "./applet.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { leases } from "./ipam.ts";
+import { type Families, familiesOf, leases } from "./ipam.ts";
 import { addresses, type LinkJ, links, routes, sysctl } from "./kernel.ts";
 import { sh, type TestNetns, withDataDirAndNamespaces } from "./netns.ts";
 
@@ -22,14 +23,63 @@ export const dummy: HostRunner = hostRunner("dummy");
 export const tap: HostRunner = hostRunner("tap");
 
 /**
- * The conformance loop's cases: every spec version with IPv4, and dual-stack
- * once (the family does not change a result's shape; every case costs
- * seconds in the second kernel).
+ * The conformance cases: every spec version with IPv4, and dual-stack once
+ * (the family does not change a result's shape).
  */
-export const VERSIONS_AND_FAMILIES: readonly (readonly [string, "v4" | "dual"])[] = [
+export const VERSIONS_AND_FAMILIES: readonly (readonly [string, Families])[] = [
   ...ALL_TEST_VERSIONS.map((v) => [v, "v4"] as const),
   ["1.1.0", "dual"],
 ];
+
+/** What {@link everyVersion} runs and expects. */
+export interface Conformance {
+  run: HostRunner;
+  /** The config for one case, with host-local storing in `dataDir`. */
+  conf: (version: string, families: Families, dataDir: string) => Record<string, unknown>;
+  /** Prepares the fake host and the container once (a master). */
+  setup?: (host: TestNetns, ctr: TestNetns) => Promise<void>;
+  /** What the container link must look like (results from 0.3.0 name it). */
+  expect: Omit<LinkExpectation, "ctr">;
+  /** Further checks right after each ADD. */
+  afterAdd?: (host: TestNetns, ctr: TestNetns, result: Result) => Promise<void>;
+}
+
+/**
+ * ADD, CHECK (from 0.4.0) and DEL of every {@link VERSIONS_AND_FAMILIES}
+ * case in one fake host and container, each checked against the kernel:
+ * the printed version, the IPs, the link (from 0.3.0), and after DEL no link
+ * and no lease; then one more DEL, which must succeed too. One test for all
+ * versions, since every plugin call costs seconds in the second kernel.
+ */
+export async function everyVersion(c: Conformance): Promise<void> {
+  await withDataDirAndNamespaces(1, async (dataDir, host, ctr) => {
+    await c.setup?.(host, ctr);
+    const before = await linkNames(ctr);
+    const at = { netns: ctr.path };
+    let last: Record<string, unknown> | undefined;
+    for (const [version, families] of VERSIONS_AND_FAMILIES) {
+      const what = `${version} ${families}`;
+      const conf = last = c.conf(version, families, dataDir);
+      const add = await c.run("ADD", host, at, conf);
+      assertEquals(add.code, 0, `${what} ADD: ${add.stdout}${add.stderr}`);
+      assertEquals(add.json!.cniVersion, version, what);
+      const result = toCurrentResult(parseResult(add.json, version));
+      assertEquals(result.ips?.length ?? 0, familiesOf(families).length, what);
+      if (versionAtLeast(version, "0.3.0")) await verifyLink(result, { ...c.expect, ctr });
+      await c.afterAdd?.(host, ctr, result);
+      if (versionAtLeast(version, "0.4.0")) {
+        const check = await c.run("CHECK", host, at, withPrev(conf, add));
+        assertEquals(check.code, 0, `${what} CHECK: ${check.stdout}`);
+      }
+      const del = await c.run("DEL", host, at, conf);
+      assertEquals(del.code, 0, `${what} DEL: ${del.stdout}`);
+      assertEquals(await linkNames(ctr), before, what);
+      assertEquals(await leases(dataDir), [], what);
+    }
+    const again = await c.run("DEL", host, at, last!);
+    assertEquals(again.code, 0, `DEL again: ${again.stdout}`);
+  });
+}
 
 /** A config of plugin `type` named `<type>net`. */
 export function linkConf(

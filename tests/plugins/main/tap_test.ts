@@ -8,14 +8,16 @@ import {
   runApplet,
   withPrev,
 } from "../../helpers/applet.ts";
-import { TestNetns, withDataDirAndNamespaces } from "../../helpers/netns.ts";
-import { requireKernel } from "../../helpers/kernel_features.ts";
+import { canNetns, TestNetns, withDataDirAndNamespaces } from "../../helpers/netns.ts";
+import { probeKernel } from "../../helpers/kernel_features.ts";
 import { defaultRoutes, hostLocal, leases } from "../../helpers/ipam.ts";
 import { link, links, sysctl } from "../../helpers/kernel.ts";
 import { linkConf, linkNames, tap, verifyLink } from "../../helpers/links.ts";
 import { versionAtLeast } from "../../../lib/cni/spec/version.ts";
 
-const cannotRun = !await requireKernel("tun") || !haveReference;
+// This kernel has tap devices; where one has none, they cannot be had (the second kernel is
+// kept for what this one lacks: every plugin call costs seconds there).
+const cannotRun = !canNetns || !haveReference || !(await probeKernel(["tun"])).tun;
 const haveSelinux = await Deno.stat("/sys/fs/selinux/enforce").then(() => true, () => false);
 
 for (const version of ALL_TEST_VERSIONS) {
