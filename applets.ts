@@ -34,6 +34,9 @@ export const PLUGINS: readonly PluginApplet[] = [
   { name: "ptp", load: async () => (await import("./plugins/main/ptp/mod.ts")).ptp },
   { name: "bridge", load: async () => (await import("./plugins/main/bridge/mod.ts")).bridge },
   { name: "macvlan", load: async () => (await import("./plugins/main/macvlan/mod.ts")).macvlan },
+  { name: "ipvlan", load: async () => (await import("./plugins/main/ipvlan/mod.ts")).ipvlan },
+  { name: "vlan", load: async () => (await import("./plugins/main/vlan/mod.ts")).vlan },
+  { name: "dummy", load: async () => (await import("./plugins/main/dummy/mod.ts")).dummy },
   { name: "tap", load: async () => (await import("./plugins/main/tap/mod.ts")).tap },
   {
     name: "host-device",

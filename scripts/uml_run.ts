@@ -36,8 +36,12 @@
 const KERNEL_CANDIDATES = ["/usr/bin/linux.uml"];
 const MODULES_DIR = "/usr/lib/uml/modules";
 const MODPROBE_CANDIDATES = ["/usr/sbin/modprobe", "/sbin/modprobe"];
-/** Loaded at boot: a tun device node exists only once the module is in, so nothing asks for it. */
-const DEFAULT_MODULES = ["tun"];
+/**
+ * Loaded at boot, since nothing asks for them: a tun device node exists only once its module is
+ * in; IPv6's sysctls under /proc/sys/net/ipv6 only once ipv6 is (a plugin writes them before it
+ * opens any IPv6 socket, which would load it).
+ */
+const DEFAULT_MODULES = ["tun", "ipv6"];
 const PASSED_ENV = ["PATH", "HOME", "NO_COLOR", "CI", "DENO_DIR", "TERM"];
 /**
  * Debian's UML kernel has xtables but no nftables for ip, ip6 or inet (only bridge), so the
