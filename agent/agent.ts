@@ -22,7 +22,7 @@ import { sha512Hex } from "../lib/cni/hash.ts";
 import { formatCIDR, type IPNet, parseCIDR } from "../lib/cni/ipnet.ts";
 import { ipBatch, type LinkInfo } from "../lib/net/ip.ts";
 import type { BackendName } from "../lib/netfilter/backend.ts";
-import { setupNodeMasq, teardownNodeMasq } from "../lib/netfilter/masq/node.ts";
+import { setupNodeMasq, teardownNodeMasq } from "./node_masq.ts";
 import { writeList } from "./cniconf.ts";
 import { Dataplane, type Peer, type SyncReport } from "./dataplane.ts";
 import { errorText, EtcdClient, EtcdUnavailable, type WatchMessage } from "./etcd.ts";

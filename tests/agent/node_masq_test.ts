@@ -1,8 +1,8 @@
-import { assertEquals } from "../../helpers/assert.ts";
-import { canNetns, sh, type TestNetns, withNamespaces } from "../../helpers/netns.ts";
+import { assertEquals } from "../helpers/assert.ts";
+import { canNetns, sh, type TestNetns, withNamespaces } from "../helpers/netns.ts";
 
-const MASQ = new URL("../../../lib/netfilter/masq/node.ts", import.meta.url).href;
-const IPNET = new URL("../../../lib/cni/ipnet.ts", import.meta.url).href;
+const MASQ = new URL("../../agent/node_masq.ts", import.meta.url).href;
+const IPNET = new URL("../../lib/cni/ipnet.ts", import.meta.url).href;
 const NAME = "CNIKIT-AGENT-MASQ";
 const COMMENT = "cnikit agent: test";
 

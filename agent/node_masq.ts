@@ -1,7 +1,7 @@
 /**
  * One masquerade rule set for a whole node (the node agent's): traffic from
  * the node's pod subnet to anywhere but the cluster CIDR and multicast
- * leaves with the node's address. Per-attachment rules (mod.ts) cannot do
+ * leaves with the node's address. Per-attachment rules (lib/netfilter/masq/) cannot do
  * this: they exempt only the attachment's own subnet, so pod-to-pod traffic
  * between nodes would be masqueraded too.
  *
@@ -11,9 +11,9 @@
  * @module
  */
 
-import { formatCIDR, formatIP, type IPNet, networkOf, parseCIDR } from "../../cni/ipnet.ts";
-import { type BackendName, settleBackends } from "../backend.ts";
-import { defaultBackend, iptablesUsable, nftUsable } from "../detect.ts";
+import { formatCIDR, formatIP, type IPNet, networkOf, parseCIDR } from "../lib/cni/ipnet.ts";
+import { type BackendName, settleBackends } from "../lib/netfilter/backend.ts";
+import { defaultBackend, iptablesUsable, nftUsable } from "../lib/netfilter/detect.ts";
 import {
   appendRule,
   comment,
@@ -23,8 +23,8 @@ import {
   savedLine,
   type SavedTable,
   updateTable,
-} from "../iptables.ts";
-import { expr, nftApply, NftTx } from "../nftables.ts";
+} from "../lib/netfilter/iptables.ts";
+import { expr, nftApply, NftTx } from "../lib/netfilter/nftables.ts";
 
 /** A node-wide masquerade rule set. */
 export interface NodeMasq {
