@@ -120,6 +120,28 @@ export class SavedTable {
 }
 
 /**
+ * The `-N` lines for those of `chains` that `saved` lacks (never a `:CHAIN`
+ * line: in `--noflush` mode that flushes a chain that exists).
+ */
+export function createChains(saved: SavedTable, chains: Iterable<string>): string[] {
+  return [...new Set(chains)].filter((c) => !saved.hasChain(c)).map((c) => `-N ${c}`);
+}
+
+/**
+ * The restore line that adds `spec` to `chain` (at the top with `first`,
+ * else at the end), or none when `saved` already has it there.
+ */
+export function ensureRule(
+  saved: SavedTable,
+  chain: string,
+  spec: RuleSpec,
+  first = false,
+): string[] {
+  if (saved.has(chain, spec)) return [];
+  return [first ? insertRule(chain, spec) : appendRule(chain, spec)];
+}
+
+/**
  * The restore lines that remove `chains` from `saved`: every rule of
  * another chain that jumps to one of them, then the chains themselves
  * (flushed, deleted). Chains that do not exist are skipped.

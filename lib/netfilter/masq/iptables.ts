@@ -13,8 +13,9 @@ import { formatCIDR, formatIP, type IPNet, networkOf } from "../../cni/ipnet.ts"
 import type { GCAttachment } from "../../cni/spec/schemas.ts";
 import { eachIptablesFamily, type NetfilterBackend, type Owner } from "../backend.ts";
 import {
-  appendRule,
   comment,
+  createChains,
+  ensureRule,
   type Family,
   removeChains,
   type RuleSpec,
@@ -72,16 +73,11 @@ export const masqIptables: NetfilterBackend<IPNet[]> = {
       const mine = ofFamily(ips, family);
       if (mine.length === 0) return;
       const wanted = rules(owner, chain, mine);
-      await updateTable(family, "nat", (saved) => {
-        const lines = saved.hasChain(chain) ? [] : [`-N ${chain}`];
-        const seen = new Set<string>();
-        for (const [c, spec] of wanted) {
-          const line = appendRule(c, spec);
-          if (!saved.has(c, spec) && !seen.has(line)) lines.push(line);
-          seen.add(line);
-        }
-        return lines;
-      });
+      // A Set: two addresses in one subnet want the same ACCEPT and MASQUERADE.
+      await updateTable(family, "nat", (saved) => [
+        ...createChains(saved, [chain]),
+        ...new Set(wanted.flatMap(([c, spec]) => ensureRule(saved, c, spec))),
+      ]);
     }));
   },
 

@@ -25,11 +25,11 @@ import {
   type Owner,
 } from "../../../lib/netfilter/backend.ts";
 import {
-  appendRule,
   comment,
+  createChains,
   deleteRule,
+  ensureRule,
   type Family,
-  insertRule,
   type RuleSpec,
   type SavedTable,
   saveTable,
@@ -69,22 +69,23 @@ function cidrsOf(spec: FirewallSpec, family: Family): string[] {
  * isolated bridge comes before its jump to stage 2).
  */
 export function isolationPlan(saved: SavedTable, bridge: string, isolated: boolean): string[] {
-  const lines: string[] = [];
-  for (const chain of [STAGE1, STAGE2]) if (!saved.hasChain(chain)) lines.push(`-N ${chain}`);
-  const ensure = (chain: string, rule: RuleSpec, first: boolean) => {
-    if (!saved.has(chain, rule)) {
-      lines.push(first ? insertRule(chain, rule) : appendRule(chain, rule));
-    }
-  };
   const policy = comment(policyComment(isolated));
   const common = comment(ISOLATION_COMMENT);
-  ensure("FORWARD", [...common, "-j", STAGE1], true);
-  ensure(STAGE1, ["-i", bridge, "!", "-o", bridge, ...policy, "-j", STAGE2], true);
-  if (isolated) ensure(STAGE1, ["-i", bridge, "-o", bridge, ...policy, "-j", "DROP"], true);
-  ensure(STAGE1, [...common, "-j", "RETURN"], false);
-  ensure(STAGE2, ["-o", bridge, ...common, "-j", "DROP"], true);
-  ensure(STAGE2, [...common, "-j", "RETURN"], false);
-  return lines;
+  const within: [string, RuleSpec, boolean][] = isolated
+    ? [[STAGE1, ["-i", bridge, "-o", bridge, ...policy, "-j", "DROP"], true]]
+    : [];
+  const wanted: [string, RuleSpec, boolean][] = [
+    ["FORWARD", [...common, "-j", STAGE1], true],
+    [STAGE1, ["-i", bridge, "!", "-o", bridge, ...policy, "-j", STAGE2], true],
+    ...within,
+    [STAGE1, [...common, "-j", "RETURN"], false],
+    [STAGE2, ["-o", bridge, ...common, "-j", "DROP"], true],
+    [STAGE2, [...common, "-j", "RETURN"], false],
+  ];
+  return [
+    ...createChains(saved, [STAGE1, STAGE2]),
+    ...wanted.flatMap(([chain, rule, first]) => ensureRule(saved, chain, rule, first)),
+  ];
 }
 
 /** The isolation chains for `isolation` in every family of `families`, with iptables. */
@@ -132,19 +133,14 @@ export function firewallIptables(admin: string, dataDir: string): NetfilterBacke
       await Promise.all(
         familiesOf(spec).map((family) =>
           updateTable(family, "filter", (saved) => {
-            const lines: string[] = [];
-            for (const chain of [FORWARD_CHAIN, admin]) {
-              if (!saved.hasChain(chain)) lines.push(`-N ${chain}`);
-            }
-            if (!saved.has("FORWARD", FORWARD_JUMP)) {
-              lines.push(insertRule("FORWARD", FORWARD_JUMP));
-            }
-            if (!saved.has(FORWARD_CHAIN, adminJump(admin))) {
-              lines.push(insertRule(FORWARD_CHAIN, adminJump(admin)));
-            }
-            for (const rule of cidrsOf(spec, family).flatMap(addressRules)) {
-              if (!saved.has(FORWARD_CHAIN, rule)) lines.push(appendRule(FORWARD_CHAIN, rule));
-            }
+            const lines = [
+              ...createChains(saved, [FORWARD_CHAIN, admin]),
+              ...ensureRule(saved, "FORWARD", FORWARD_JUMP, true),
+              ...ensureRule(saved, FORWARD_CHAIN, adminJump(admin), true),
+              ...cidrsOf(spec, family).flatMap(addressRules).flatMap((rule) =>
+                ensureRule(saved, FORWARD_CHAIN, rule)
+              ),
+            ];
             // After CNI-FORWARD's jump, so that the isolation jump is inserted before it.
             if (spec.isolation) {
               lines.push(...isolationPlan(saved, spec.isolation.bridge, spec.isolation.isolated));

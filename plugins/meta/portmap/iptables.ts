@@ -28,9 +28,10 @@ import {
 import {
   appendRule,
   comment,
+  createChains,
   deleteSavedLine,
+  ensureRule,
   type Family,
-  insertRule,
   removeChains,
   type RuleSpec,
   type SavedTable,
@@ -161,14 +162,8 @@ function setupPlan(
   const family = container.ip.family;
   const lines: string[] = [];
   const shared = sharedRules(spec);
-  for (const chain of new Set([DNAT_CHAIN, ...shared.map(([c]) => c)])) {
-    if (!saved.hasChain(chain)) lines.push(`-N ${chain}`);
-  }
-  for (const [chain, rule, first] of shared) {
-    if (!saved.has(chain, rule)) {
-      lines.push(first ? insertRule(chain, rule) : appendRule(chain, rule));
-    }
-  }
+  lines.push(...createChains(saved, [DNAT_CHAIN, ...shared.map(([c]) => c)]));
+  for (const [chain, rule, first] of shared) lines.push(...ensureRule(saved, chain, rule, first));
   // The attachment's own chain is rewritten whole, so a repeated ADD replaces it.
   if (saved.hasChain(dnat)) {
     lines.push(...saved.jumpsTo(dnat).map(deleteSavedLine), `-F ${dnat}`);
