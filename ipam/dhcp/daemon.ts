@@ -268,8 +268,11 @@ export class Daemon {
         signal: AbortSignal.any([cancel.signal, this.#shutdown.signal]),
       });
     } catch (e) {
-      if (cancel.signal.aborted) throw new DhcpError("cancelled by a DEL of the same attachment");
-      throw e;
+      const failure = cancel.signal.aborted
+        ? new DhcpError("cancelled by a DEL of the same attachment")
+        : e;
+      log(`${at.clientId}: no lease: ${(failure as Error).message}`);
+      throw failure;
     } finally {
       this.#acquiring.delete(at.clientId);
     }
