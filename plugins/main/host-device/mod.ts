@@ -18,7 +18,13 @@ import { checkContainerLink, containerInterface } from "../../../lib/net/check.t
 import { attachContainerLink } from "../../../lib/net/container_link.ts";
 import { netnsExists, requireNetns } from "../../../lib/net/netns.ts";
 import { moveIn, moveOut } from "./move.ts";
-import { deviceName, hasDpdkDriver, type Selector, selectorOf } from "./select.ts";
+import {
+  deviceName,
+  hasDpdkDriver,
+  parseHardwareAddr,
+  type Selector,
+  selectorOf,
+} from "./select.ts";
 
 const HostDeviceConf = goStruct({
   ...NETCONF_FIELDS,
@@ -107,11 +113,14 @@ async function del(args: CmdArgs): Promise<void> {
     // A PCI device or driver gone since ADD: then it is no netdev in the
     // container either, and what DEL looks for there decides.
   }
-  const mac = args.prevResult?.interfaces?.find((i) =>
-    i.name === args.ifname && i.sandbox === args.netns
-  )?.mac;
+  // What finds the device when it was renamed inside (plugins#773): the
+  // result's MAC, else what the config selected it by.
+  const mac =
+    args.prevResult?.interfaces?.find((i) => i.name === args.ifname && i.sandbox === args.netns)
+      ?.mac || (conf.hwaddr && parseHardwareAddr(conf.hwaddr)) || undefined;
+  const known = { ...(mac ? { mac } : {}), ...(conf.device ? { hostName: conf.device } : {}) };
   const device = !dpdk && args.netns && netnsExists(args.netns)
-    ? moveOut(args.netns, args.ifname, mac || undefined)
+    ? moveOut(args.netns, args.ifname, known)
     : Promise.resolve();
   const lease = ipamType
     ? device.catch(() => {}).then(() => delegate(ipamType, "DEL", args))

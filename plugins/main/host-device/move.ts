@@ -159,14 +159,23 @@ async function fromTemp(temp: TempNetns, link: Device, netns: string): Promise<v
   }
 }
 
+/** What tells a host device renamed inside the container from the container's other links. */
+export interface Known {
+  /** Its MAC: the prevResult's, or the config's `hwaddr`. */
+  mac?: string;
+  /** Its host name, the config's `device`: the alias it carries. */
+  hostName?: string;
+}
+
 /**
  * Returns the device that is `ifname` in `netns` to the host (DEL). When
- * `ifname` is not there, the link with the result's MAC `mac` that carries
- * an alias is taken (renamed inside the container: plugins#773); when none
- * is, the device is back already (or died with the namespace): nothing to
- * do. A link without an alias is not known to be a host device: error.
+ * `ifname` is not there, the link that carries an alias and has the MAC or
+ * the alias `known` names is taken (renamed inside the container:
+ * plugins#773); when none is, the device is back already (or died with the
+ * namespace): nothing to do. A link without an alias is not known to be a
+ * host device: error.
  */
-export async function moveOut(netns: string, ifname: string, mac?: string): Promise<void> {
+export async function moveOut(netns: string, ifname: string, known: Known): Promise<void> {
   const temp = TempNetns.create();
   try {
     let link: Device | undefined;
@@ -182,9 +191,13 @@ export async function moveOut(netns: string, ifname: string, mac?: string): Prom
           `failed to move ${JSON.stringify(ifname)} to tempNS: ${said(e)}`,
         );
       }
-      if (!mac) return;
+      const { mac, hostName } = known;
+      if (!mac && !hostName) return;
       const [links] = await ipBatch([["link", "show"]], { netns }) as [Device[]];
-      link = links.find((l) => l.ifalias && (l.address === mac || l.permaddr === mac));
+      link = links.find((l) =>
+        l.ifalias &&
+        ((mac && (l.address === mac || l.permaddr === mac)) || l.ifalias === hostName)
+      );
       if (!link) return;
       await ipBatch([["link", "set", "dev", link.ifname, "netns", temp.path]], { netns });
     }

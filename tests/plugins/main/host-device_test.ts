@@ -359,24 +359,37 @@ Deno.test({
     }),
 });
 
-Deno.test({
-  name: "host-device DEL returns a device renamed in the container (plugins#773)",
-  ignore: !canNetns,
-  fn: () =>
-    withDataDirAndNamespaces(1, async (_dataDir, host, ctr) => {
-      const dev = await hostVeth(host, "rndev0");
-      const conf = hdConf("1.0.0", { device: "rndev0" });
-      const at = { netns: ctr.path, ifname: "net1" };
-      const add = assertSuccess(await hostDevice("ADD", host, at, conf));
-      const ip = (...args: string[]) => sh("ip", ["-n", ctr.name, ...args]);
-      await ip("link", "set", "net1", "down");
-      await ip("link", "set", "net1", "name", "renamed0");
-      assertSuccess(await hostDevice("DEL", host, at, { ...conf, prevResult: add.json }));
-      assertEquals(shape((await link(host, "rndev0")) as Device)?.alias, "");
-      assertEquals((await link(host, "rndev0"))?.address, dev.address);
-      assertEquals(await links(ctr), []);
-    }),
-});
+const RENAMED: [string, string, (dev: Device) => Record<string, unknown>, boolean][] = [
+  ["by the result's MAC", "1.0.0", () => ({ device: "rndev0" }), true],
+  ["without prevResult, by the config's device", "0.3.1", () => ({ device: "rndev0" }), false],
+  ["without prevResult, by the config's hwaddr", "0.3.1", (d) => ({ hwaddr: d.address }), false],
+];
+
+for (const [how, version, select, withPrev] of RENAMED) {
+  Deno.test({
+    name: `host-device DEL returns a device renamed in the container (plugins#773), ${how}`,
+    ignore: !canNetns,
+    fn: () =>
+      withDataDirAndNamespaces(1, async (_dataDir, host, ctr) => {
+        const dev = await hostVeth(host, "rndev0");
+        const conf = hdConf(version, select(dev));
+        const at = { netns: ctr.path, ifname: "net1" };
+        const add = assertSuccess(await hostDevice("ADD", host, at, conf));
+        const ip = (...args: string[]) => sh("ip", ["-n", ctr.name, ...args]);
+        // A link of the container's own that has an alias too stays.
+        await ip("link", "add", "own0", "type", "veth", "peer", "name", "own1");
+        await ip("link", "set", "own0", "alias", "someone");
+        await ip("link", "set", "net1", "down");
+        await ip("link", "set", "net1", "name", "renamed0");
+        const del = withPrev ? { ...conf, prevResult: add.json } : conf;
+        assertSuccess(await hostDevice("DEL", host, at, del));
+        assertEquals(shape((await link(host, "rndev0")) as Device)?.alias, "");
+        assertEquals((await link(host, "rndev0"))?.address, dev.address);
+        assertEquals((await links(ctr)).map((l) => l.ifname).sort(), ["own0", "own1"]);
+        assertSuccess(await hostDevice("DEL", host, at, del));
+      }),
+  });
+}
 
 Deno.test({
   name: "host-device DEL releases the lease with CNI_NETNS empty (cni#1167) or gone",
