@@ -3,7 +3,7 @@
  * in one run so machine noise hits both alike. Every plugin runs in a
  * throwaway namespace that plays the host; containers are fresh namespaces.
  *
- *   deno task bench [--rounds N] [--only loopback,ptp,...]
+ *   deno task bench [--rounds N] [--only loopback,ptp,...,"full chain"]
  *
  * Prints per scenario the median ADD, DEL and ADD+DEL of each implementation,
  * the ratio cnikit/reference, and the peak RSS of one ADD.
@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { withNetnsSync } from "../../lib/net/netns.ts";
 import { TestNetns } from "../helpers/netns.ts";
 import { type KernelFeature, probeKernel } from "../helpers/kernel_features.ts";
+import { benchChain } from "./chain.ts";
 
 const DIST = new URL("../../dist/bin", import.meta.url).pathname;
 const REFERENCE = "/usr/lib/cni";
@@ -307,6 +308,8 @@ async function main(): Promise<void> {
         );
       }
     }
+    // The chain needs Go's libcni for the reference, so it has its own module.
+    if (!only || only.some((o) => "full chain".startsWith(o))) await benchChain(rounds);
   } finally {
     await host.remove();
   }

@@ -54,13 +54,14 @@ export function referenceTbf(rateBits: number, burstBits: number, tick: number):
   return { rate, burst, buffer, limit };
 }
 
-/**
- * The ticks the kernel stores for a bucket of `size` bytes at `rate`
- * bytes/s when the burst comes in bytes: its fixed-point rate (multiplier
- * and shift, `psched_ratecfg_precompute`), nanoseconds, then ticks of 64 ns
- * cut to 32 bits, as it reports them.
- */
-export function kernelTicks(rate: number, size: number): number {
+/** A rate as the kernel keeps it: bytes → ns is `(bytes * mult) >> shift`. */
+interface FixedPointRate {
+  mult: bigint;
+  shift: bigint;
+}
+
+/** The kernel's fixed-point form of `rate` bytes/s (`psched_ratecfg_precompute`). */
+function fixedPoint(rate: number): FixedPointRate {
   const r = BigInt(rate);
   let factor = 1_000_000_000n;
   let shift = 0n;
@@ -73,29 +74,39 @@ export function kernelTicks(rate: number, size: number): number {
       shift++;
     }
   }
-  const ns = BigInt.asUintN(64, BigInt(size) * mult) >> shift;
+  return { mult, shift };
+}
+
+function ticksAt(fp: FixedPointRate, size: number): number {
+  const ns = BigInt.asUintN(64, BigInt(size) * fp.mult) >> fp.shift;
   return Number(BigInt.asUintN(32, ns >> 6n));
 }
 
 /**
+ * The ticks the kernel stores for a bucket of `size` bytes at `rate`
+ * bytes/s when the burst comes in bytes: nanoseconds by its fixed-point
+ * rate, then ticks of 64 ns cut to 32 bits, as it reports them.
+ */
+export function kernelTicks(rate: number, size: number): number {
+  return ticksAt(fixedPoint(rate), size);
+}
+
+/**
  * The burst to give `tc` so that the kernel stores `tbf.buffer` ticks: the
- * configured burst when that already does (the usual case), else the
- * nearest size that does, else the configured burst (the kernel's ticks
- * then differ from the reference's by less than a byte's worth).
+ * configured burst when that already does (the usual case), else the size
+ * the kernel's arithmetic maps onto those ticks (found by inverting it, then
+ * checking the neighbours), else the configured burst: below one tick per
+ * byte no size may hit the reference's ticks, and the kernel's then differ
+ * by less than a byte's worth.
  */
 export function tcBurst(tbf: Tbf): number {
-  const at = (size: number) => kernelTicks(tbf.rate, size);
-  const have = at(tbf.burst);
-  if (have === tbf.buffer) return tbf.burst;
-  // The ticks grow with the size; find the smallest size reaching the target.
-  let [lo, hi] = have > tbf.buffer ? [1, tbf.burst] : [tbf.burst, TWO_32 - 1];
-  if (at(hi) < tbf.buffer) return tbf.burst;
-  while (lo < hi) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (at(mid) >= tbf.buffer) hi = mid;
-    else lo = mid + 1;
+  const fp = fixedPoint(tbf.rate);
+  if (ticksAt(fp, tbf.burst) === tbf.buffer) return tbf.burst;
+  const guess = Number(((BigInt(tbf.buffer) << 6n << fp.shift) + fp.mult - 1n) / fp.mult);
+  for (const size of [guess, guess - 1, guess + 1]) {
+    if (size > 0 && size < TWO_32 && ticksAt(fp, size) === tbf.buffer) return size;
   }
-  return at(lo) === tbf.buffer ? lo : tbf.burst;
+  return tbf.burst;
 }
 
 /** The `tc qdisc add … tbf` arguments for `tbf` on `dev` as the root qdisc, handle 1:. */
