@@ -6,6 +6,7 @@
  */
 
 import { hashedName } from "../cni/hash.ts";
+import type { GCAttachment } from "../cni/spec/schemas.ts";
 
 /**
  * The reference's per-attachment iptables chain: `CNI-` + `prefix` +
@@ -69,4 +70,42 @@ export async function instanceComment(
   return `${await instanceHash(network, ifname, containerId)}, net: ${clean(network)}, if: ${
     clean(ifname)
   }, id: ${clean(containerId)}`.slice(0, NFT_COMMENT_MAX);
+}
+
+/** A rule that may carry a comment (an nftables rule as `nft -j list` prints it). */
+interface Commented {
+  comment?: string;
+}
+
+/**
+ * Those of `rules` that belong to one attachment: their comment starts with
+ * its {@link instanceHash}, whatever follows (the reference's or cnikit's).
+ */
+export async function attachmentRules<R extends Commented>(
+  rules: readonly R[],
+  network: string,
+  ifname: string,
+  containerId: string,
+): Promise<R[]> {
+  const prefix = await instanceHash(network, ifname, containerId);
+  return rules.filter((r) => r.comment?.startsWith(prefix));
+}
+
+/**
+ * Those of `rules` that belong to an attachment of `network` that is not in
+ * `valid` (GC): commented with the network's hash and another instance's.
+ */
+export async function staleAttachmentRules<R extends Commented>(
+  rules: readonly R[],
+  network: string,
+  valid: readonly GCAttachment[],
+): Promise<R[]> {
+  const keep = new Set(
+    await Promise.all(valid.map((a) => instanceHash(network, a.ifname, a.containerID))),
+  );
+  const tag = `${await networkHash(network)}-`;
+  return rules.filter((r) => {
+    const hash = r.comment?.startsWith(tag) ? r.comment.slice(0, tag.length + 16) : undefined;
+    return hash !== undefined && !keep.has(hash);
+  });
 }

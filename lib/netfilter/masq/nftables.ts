@@ -23,7 +23,7 @@ import {
   type NftRule,
   NftTx,
 } from "../nftables.ts";
-import { instanceComment, instanceHash, MASQ_NFT, networkHash } from "../names.ts";
+import { attachmentRules, instanceComment, MASQ_NFT, staleAttachmentRules } from "../names.ts";
 
 const tx = new NftTx("inet", MASQ_NFT.table);
 
@@ -42,8 +42,9 @@ async function rules(): Promise<NftRule[] | undefined> {
   return (await listTable("inet", MASQ_NFT.table))?.rulesOf(MASQ_NFT.chain);
 }
 
-function ownerHash(owner: Owner): Promise<string> {
-  return instanceHash(owner.network, owner.ifname, owner.containerId);
+/** The rules among `rules` of `owner`'s attachment. */
+function ownRules(rules: readonly NftRule[] | undefined, owner: Owner): Promise<NftRule[]> {
+  return attachmentRules(rules ?? [], owner.network, owner.ifname, owner.containerId);
 }
 
 /** Masquerade through nftables. */
@@ -51,7 +52,6 @@ export const masqNftables: NetfilterBackend<IPNet[]> = {
   name: "nftables",
 
   async setup(owner, ips) {
-    const prefix = await ownerHash(owner);
     const comment = await instanceComment(owner.network, owner.ifname, owner.containerId);
     const existing = await rules();
     if (!existing) {
@@ -74,7 +74,7 @@ export const masqNftables: NetfilterBackend<IPNet[]> = {
       ]),
       tx.addRule("postrouting", [expr.goto(MASQ_NFT.chain)]),
       // A crashed or repeated ADD of the same attachment is replaced, not doubled.
-      ...(existing ?? []).filter((r) => r.comment?.startsWith(prefix)).map((r) => tx.deleteRule(r)),
+      ...(await ownRules(existing, owner)).map((r) => tx.deleteRule(r)),
       ...ips.map((ip) => tx.addRule(MASQ_NFT.chain, ruleExpr(ip), comment)),
     ];
     await nftApply(commands);
@@ -94,19 +94,11 @@ export const masqNftables: NetfilterBackend<IPNet[]> = {
   },
 
   async teardown(owner) {
-    const prefix = await ownerHash(owner);
-    const stale = (await rules() ?? []).filter((r) => r.comment?.startsWith(prefix));
-    await nftApply(stale.map((r) => tx.deleteRule(r)));
+    await nftApply((await ownRules(await rules(), owner)).map((r) => tx.deleteRule(r)));
   },
 
   async gc(network, valid: readonly GCAttachment[]) {
-    const keep = new Set(
-      await Promise.all(valid.map((a) => instanceComment(network, a.ifname, a.containerID))),
-    );
-    const netPrefix = await networkHash(network);
-    const stale = (await rules() ?? []).filter((r) =>
-      r.comment?.startsWith(netPrefix) && !keep.has(r.comment)
-    );
+    const stale = await staleAttachmentRules(await rules() ?? [], network, valid);
     await nftApply(stale.map((r) => tx.deleteRule(r)));
   },
 };

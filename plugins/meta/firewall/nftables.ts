@@ -28,7 +28,11 @@
 import { checkFailed } from "../../../lib/net/check.ts";
 import { formatIP, type IPNet } from "../../../lib/cni/ipnet.ts";
 import type { NetfilterBackend, Owner } from "../../../lib/netfilter/backend.ts";
-import { instanceComment, instanceHash, networkHash } from "../../../lib/netfilter/names.ts";
+import {
+  attachmentRules,
+  instanceComment,
+  staleAttachmentRules,
+} from "../../../lib/netfilter/names.ts";
 import {
   expr,
   listTable,
@@ -102,9 +106,9 @@ function isolationCommands(
 }
 
 /** The rules of `owner` in `table`, found by their comment's instance hash. */
-async function ownRules(table: NftTable | undefined, owner: Owner) {
-  const prefix = await instanceHash(owner.network, owner.ifname, owner.containerId);
-  return (table?.rulesOf(FORWARD) ?? []).filter((r) => r.comment?.startsWith(prefix));
+function ownRules(table: NftTable | undefined, owner: Owner) {
+  const rules = table?.rulesOf(FORWARD) ?? [];
+  return attachmentRules(rules, owner.network, owner.ifname, owner.containerId);
 }
 
 /** The firewall through nftables. */
@@ -160,13 +164,7 @@ export const firewallNftables: NetfilterBackend<FirewallSpec> = {
 
   async gc(network, valid) {
     const table = await listTable("inet", TABLE);
-    const keep = new Set(
-      await Promise.all(valid.map((a) => instanceHash(network, a.ifname, a.containerID))),
-    );
-    const tag = await networkHash(network);
-    const stale = (table?.rulesOf(FORWARD) ?? []).filter((r) =>
-      r.comment?.startsWith(`${tag}-`) && !keep.has(r.comment.slice(0, 33))
-    );
+    const stale = await staleAttachmentRules(table?.rulesOf(FORWARD) ?? [], network, valid);
     await nftApply(stale.map((r) => tx.deleteRule(r)));
   },
 };
