@@ -126,7 +126,7 @@ async function buildLauncher(out: string): Promise<void> {
   // when one is truncated or the disk is full): nothing is downloaded or
   // type-checked at run time, and the code cache did not speed start-up.
   const shebang =
-    `#!/usr/bin/env -S CNIKIT_DENO_DIR=\${DENO_DIR} DENO_DIR=/dev/null ${Deno.execPath()} ` +
+    `#!/usr/bin/env -S CNIKIT_DENO_DIR=\${DENO_DIR} DENO_DIR=/dev/null MALLOC_ARENA_MAX=1 ${Deno.execPath()} ` +
     `run -A --no-config --no-lock --no-prompt --quiet --no-code-cache ${V8_FLAGS} --ext=js\n`;
   if (shebang.length > SHEBANG_MAX) {
     throw new Error(`the launcher's #! line is longer than Linux reads (${shebang.length} bytes)`);
