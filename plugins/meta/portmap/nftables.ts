@@ -26,6 +26,7 @@ import {
   nftApply,
   nftApplyText,
   type NftCommand,
+  type NftRule,
   type NftTable,
   NftTx,
 } from "../../../lib/netfilter/nftables.ts";
@@ -50,6 +51,12 @@ function readBoth(): Promise<Record<Fam, NftTable | undefined>> {
     ip,
     ip6,
   }));
+}
+
+/** The rules of container `id` in `table` (commented with the bare ID, as the reference's). */
+function ownRules(table: NftTable | undefined, id: string): NftRule[] {
+  return ATTACHMENT_CHAINS.flatMap((chain) => table?.rulesOf(chain) ?? [])
+    .filter((r) => r.comment === id);
 }
 
 /** The per-attachment rules of `container`: DNATs, then masquerades. */
@@ -151,11 +158,7 @@ export const portmapNftables: NetfilterBackend<PortmapSpec> = {
         );
       }
       // A crashed or repeated ADD of the same container is replaced, not doubled.
-      for (const chain of ATTACHMENT_CHAINS) {
-        for (const rule of table?.rulesOf(chain) ?? []) {
-          if (rule.comment === owner.containerId) commands.push(tx.deleteRule(rule));
-        }
-      }
+      commands.push(...ownRules(table, owner.containerId).map((r) => tx.deleteRule(r)));
       commands.push(...attachmentRules(tx, spec, container, owner.containerId));
     }
     // The text goes first: it declares the table (with its comment) that JSON then fills.
@@ -182,11 +185,7 @@ export const portmapNftables: NetfilterBackend<PortmapSpec> = {
     const commands: NftCommand[] = [];
     for (const fam of ["ip", "ip6"] as const) {
       const tx = new NftTx(fam, TABLE);
-      for (const chain of ATTACHMENT_CHAINS) {
-        for (const rule of tables[fam]?.rulesOf(chain) ?? []) {
-          if (rule.comment === owner.containerId) commands.push(tx.deleteRule(rule));
-        }
-      }
+      commands.push(...ownRules(tables[fam], owner.containerId).map((r) => tx.deleteRule(r)));
     }
     await nftApply(commands);
   },
