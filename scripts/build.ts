@@ -125,6 +125,10 @@ async function buildLauncher(out: string): Promise<void> {
   // -shm files that 50 parallel plugin starts would share, and a SIGBUS
   // when one is truncated or the disk is full): nothing is downloaded or
   // type-checked at run time, and the code cache did not speed start-up.
+  // MALLOC_ARENA_MAX=1: Deno's few helper threads (async file I/O, child
+  // processes) share the main malloc arena instead of each touching one of
+  // its own, 1.2-1.5 MiB of a bridge ADD's peak RSS (tests/bench/memory.ts);
+  // the children inherit it, and ip/iptables/nft are single-threaded.
   const shebang =
     `#!/usr/bin/env -S CNIKIT_DENO_DIR=\${DENO_DIR} DENO_DIR=/dev/null MALLOC_ARENA_MAX=1 ${Deno.execPath()} ` +
     `run -A --no-config --no-lock --no-prompt --quiet --no-code-cache ${V8_FLAGS} --ext=js\n`;

@@ -3,9 +3,11 @@
  * same way (the launcher's own `#!` line) and against Debian's reference
  * plugin. Every plugin runs in a throwaway namespace that plays the host;
  * each ADD is followed by its DEL (not measured), so every round starts
- * from the same state. Peak RSS comes from wait4(2) through a small python3
- * driver, so the measuring process adds nothing to what is measured; rounds
- * are interleaved so machine noise hits all alike.
+ * from the same state. Rounds are interleaved (a small python3 driver) so
+ * machine noise hits all alike. Peak RSS is GNU time's (wait4(2) of the
+ * plugin it forks): a child forked by python itself would report at least
+ * python's own RSS, since a process's peak counts its parent's pages until
+ * it execs.
  *
  *   deno run -A tests/bench/memory.ts [--rounds N] [--only loopback,ptp]
  *     [--bin label=dir ...]
