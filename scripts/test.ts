@@ -13,10 +13,10 @@
  *
  * `--host` or `--kernel` does that run only. PATHs (files or directories) narrow the files;
  * with `--kernel`, files named one by one run in the second kernel whether or not they declare
- * a feature. The kernel files are split among N guests at once (a guest uses one CPU; default:
- * the CPUs, at most 4), each stopped after `--timeout` seconds (40 min). Arguments after `--` go
- * to every `deno test` (`--filter`, ...). The exit status is 0 when every run passed. Each run
- * ends with Deno's summary line; `.ci/run` adds them up.
+ * a feature. The kernel files are split among N guests at once, balanced by file size (a guest
+ * uses one CPU; default: the CPUs, at most 4), each stopped after `--timeout` seconds (40 min).
+ * Arguments after `--` go to every `deno test` (`--filter`, ...). The exit status is 0 when
+ * every run passed. Each run ends with Deno's summary line; `.ci/run` adds them up.
  * @module
  */
 
@@ -179,6 +179,22 @@ async function hostRun(plan: Plan): Promise<number> {
 }
 
 /**
+ * `files` in `n` shards of about equal weight, a file's size standing for its cost (in the
+ * second kernel the time goes to plugin calls, and a file's size grows with the calls it makes):
+ * the heaviest first, each to the lightest shard so far.
+ */
+function balance(files: string[], n: number): string[][] {
+  const shards = Array.from({ length: n }, () => ({ files: [] as string[], weight: 0 }));
+  const weighed = files.map((f) => ({ f, weight: Deno.statSync(join(root, f)).size }));
+  for (const { f, weight } of weighed.sort((a, b) => b.weight - a.weight)) {
+    const lightest = shards.reduce((a, b) => (b.weight < a.weight ? b : a));
+    lightest.files.push(f);
+    lightest.weight += weight;
+  }
+  return shards.map((s) => s.files.sort());
+}
+
+/**
  * The kernel files in the second kernel: split among up to `jobs` guests, since a guest uses one
  * CPU. The first guest's output streams; the others' follows when they are done.
  */
@@ -193,11 +209,7 @@ async function kernelRun(plan: Plan, signal: AbortSignal): Promise<number> {
     console.log("second kernel: not started, the files do not type-check");
     return 1;
   }
-  const shards: string[][] = Array.from(
-    { length: Math.min(plan.jobs, plan.kernelFiles.length) },
-    () => [],
-  );
-  plan.kernelFiles.forEach((f, i) => shards[i % shards.length]!.push(f));
+  const shards = balance(plan.kernelFiles, Math.min(plan.jobs, plan.kernelFiles.length));
   const count = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
   console.log(
     `second kernel: ${count(plan.kernelFiles.length, "file")} in ` +
