@@ -86,7 +86,7 @@ export async function withServers(
 
 /**
  * Connects from `from` to `host`:`port` and returns what the server said
- * (trimmed), or undefined when nothing answered within `seconds`.
+ * (trimmed), or undefined when nothing answered within `seconds` (10).
  * `sourcePort` pins the client's port (to reuse a conntrack entry).
  */
 export async function request(
@@ -97,7 +97,9 @@ export async function request(
   options: { seconds?: number; sourcePort?: number } = {},
 ): Promise<string | undefined> {
   const addr = host.includes(":") ? `[${host}]` : host;
-  const seconds = options.seconds ?? 3;
+  // Generous by default: a loaded machine has taken over 3 s for a hairpin answer (the server
+  // forks a shell per connection). Tests that expect no answer pass a short `seconds`.
+  const seconds = options.seconds ?? 10;
   const source = options.sourcePort ? `,sourceport=${options.sourcePort},reuseaddr` : "";
   const target = proto === "tcp"
     ? `TCP:${addr}:${port},connect-timeout=${seconds}${source}`
