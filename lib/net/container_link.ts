@@ -192,6 +192,19 @@ export interface LinkSetup {
   sysctls?: (name: string) => Record<string, string>;
 }
 
+/**
+ * The {@link LinkSetup} of a link with its own addresses on a shared segment
+ * (macvlan, ipvlan): gratuitous ARP and unsolicited neighbour advertisements
+ * when it comes up, so the segment learns the addresses at once, as the
+ * reference sets them.
+ */
+export const ANNOUNCE_ADDRESSES: LinkSetup = {
+  sysctls: (name) => ({
+    [`net/ipv4/conf/${name}/arp_notify`]: "1",
+    [`net/ipv6/conf/${name}/ndisc_notify`]: "1",
+  }),
+};
+
 /** A link made for a container, not yet renamed: what {@link createContainerLink} returns. */
 export class ContainerLink {
   /** What the link is, for messages. */

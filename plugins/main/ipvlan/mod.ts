@@ -18,6 +18,7 @@ import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
 import { checkFailed } from "../../../lib/net/check.ts";
 import {
+  ANNOUNCE_ADDRESSES,
   attachContainerLink,
   checkAttachedLink,
   createContainerLink,
@@ -104,12 +105,7 @@ async function add(args: CmdArgs): Promise<Result> {
     ipamType,
     ...(given ? { given } : {}),
     ...(conf.dns ? { dns: conf.dns } : {}),
-    setup: {
-      sysctls: (name) => ({
-        [`net/ipv4/conf/${name}/arp_notify`]: "1",
-        [`net/ipv6/conf/${name}/ndisc_notify`]: "1",
-      }),
-    },
+    setup: ANNOUNCE_ADDRESSES,
   });
 }
 

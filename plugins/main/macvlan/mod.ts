@@ -19,6 +19,7 @@ import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
 import { checkFailed } from "../../../lib/net/check.ts";
 import {
+  ANNOUNCE_ADDRESSES,
   attachContainerLink,
   checkAttachedLink,
   createContainerLink,
@@ -118,16 +119,7 @@ async function add(args: CmdArgs): Promise<Result> {
     ipamType: conf.ipam?.type ?? "",
     ...(conf.dns ? { dns: conf.dns } : {}),
     // With addresses, tell the segment about them at once, as the reference does.
-    ...(conf.ipam?.type
-      ? {
-        setup: {
-          sysctls: (name: string) => ({
-            [`net/ipv4/conf/${name}/arp_notify`]: "1",
-            [`net/ipv6/conf/${name}/ndisc_notify`]: "1",
-          }),
-        },
-      }
-      : {}),
+    ...(conf.ipam?.type ? { setup: ANNOUNCE_ADDRESSES } : {}),
   });
 }
 
