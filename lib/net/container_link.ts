@@ -184,6 +184,18 @@ export async function createContainerLink(
   }
 }
 
+/**
+ * The kernel's name of a link's configured mode: `modes[0]` when unset or
+ * empty, as the reference defaults it; code 7 for one the kind has not.
+ */
+export function linkMode(kind: string, modes: readonly string[], configured?: string): string {
+  const mode = configured || modes[0]!;
+  if (!modes.includes(mode)) {
+    throw invalidConfig(`unknown ${kind} mode: ${JSON.stringify(configured)}`);
+  }
+  return mode;
+}
+
 /** Options for {@link ContainerLink.configure}. */
 export interface LinkSetup {
   /** Commands after the rename, before the addresses (`link set <ifname> master <bridge>`). */

@@ -24,6 +24,7 @@ import {
   createContainerLink,
   detachContainerLink,
   linkAddCommand,
+  linkMode,
 } from "../../../lib/net/container_link.ts";
 import { defaultRouteInterface, getLink } from "../../../lib/net/link.ts";
 import { requireNetns } from "../../../lib/net/netns.ts";
@@ -43,13 +44,9 @@ function loadConf(args: CmdArgs): IpvlanConf {
   return parseConf(IpvlanConf, args.config);
 }
 
-/** The kernel's name of a configured mode ("" is l2), or code 7. */
+/** The kernel's name of the configured mode ("" is l2), or code 7. */
 function modeOf(conf: IpvlanConf): string {
-  const mode = conf.mode || "l2";
-  if (!(MODES as readonly string[]).includes(mode)) {
-    throw invalidConfig(`unknown ipvlan mode: ${JSON.stringify(conf.mode)}`);
-  }
-  return mode;
+  return linkMode("ipvlan", MODES, conf.mode);
 }
 
 /**

@@ -25,6 +25,7 @@ import {
   createContainerLink,
   detachContainerLink,
   linkAddCommand,
+  linkMode,
 } from "../../../lib/net/container_link.ts";
 import type { LinkInfo } from "../../../lib/net/ip.ts";
 import {
@@ -53,13 +54,9 @@ function loadConf(args: CmdArgs): MacvlanConf {
   return parseConf(MacvlanConf, args.config);
 }
 
-/** The kernel's name of a configured mode ("" is bridge), or code 7. */
+/** The kernel's name of the configured mode ("" is bridge), or code 7. */
 function modeOf(conf: MacvlanConf): string {
-  const mode = conf.mode || "bridge";
-  if (!(MODES as readonly string[]).includes(mode)) {
-    throw invalidConfig(`unknown macvlan mode: ${JSON.stringify(conf.mode)}`);
-  }
-  return mode;
+  return linkMode("macvlan", MODES, conf.mode);
 }
 
 /** The MAC asked for, in the reference's order: the config, CNI_ARGS `MAC`, runtimeConfig. */
