@@ -13,6 +13,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { APPLET_NAMES } from "../applets.ts";
 import { CHUNK_DIR } from "../lib/cni/paths.ts";
+import { assertNoCycle, chunkToScript, LOAD, loaderSource } from "./chunk_scripts.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const dist = join(root, "dist");
@@ -74,27 +75,28 @@ async function buildCompiled(out: string): Promise<boolean> {
 /**
  * The launcher's own code: find the folder of chunks beside the real file
  * (a symlink to the launcher may live in another folder) and run main from
- * there. Deno's caches are off for the launcher (see the #! line); the
+ * there through the chunk loader (scripts/chunk_scripts.ts says why not as
+ * modules). Deno's caches are off for the launcher (see the #! line); the
  * user's DENO_DIR is put back here, so plugins started from cnikit see it.
  */
 const STUB = `const e=Deno.env,d=e.get("CNIKIT_DENO_DIR");e.delete("CNIKIT_DENO_DIR");` +
-  `d?e.set("DENO_DIR",d):e.delete("DENO_DIR");const u=new URL(import.meta.url);` +
-  `u.pathname=Deno.realPathSync(decodeURIComponent(u.pathname));` +
-  `await import(new URL("${CHUNK_DIR}/main.js",u).href);\n`;
+  `d?e.set("DENO_DIR",d):e.delete("DENO_DIR");` +
+  `const r=Deno.realPathSync(decodeURIComponent(new URL(import.meta.url).pathname)),` +
+  `D=r.slice(0,r.lastIndexOf("/")+1)+"${CHUNK_DIR}/";` + loaderSource("D") +
+  `await ${LOAD}("./main.js");\n`;
 
 /**
- * Deno builds a module graph for each import and follows every dynamic
- * import whose specifier it can read: a literal `import("./mod-X.js")`
- * makes each start read and parse the chunks of all applets. Wrapped in
- * `String()`, the specifier is resolved (against the same folder) only when
- * the import runs. `deno compile` gets main.ts, with its literals intact.
+ * Rewrites every chunk in `dir` into the launcher's script form, after
+ * checking that the chunks import each other without a cycle.
  */
-async function hideDynamicImports(dir: string): Promise<void> {
+async function chunksToScripts(dir: string): Promise<void> {
+  const chunks = new Map<string, string>();
   for await (const entry of Deno.readDir(dir)) {
-    const path = join(dir, entry.name);
-    const code = await Deno.readTextFile(path);
-    const hidden = code.replace(/\bimport\("(\.\/[\w.-]+\.js)"\)/g, 'import(String("$1"))');
-    if (hidden !== code) await Deno.writeTextFile(path, hidden);
+    chunks.set(entry.name, await Deno.readTextFile(join(dir, entry.name)));
+  }
+  assertNoCycle(chunks);
+  for (const [name, code] of chunks) {
+    await Deno.writeTextFile(join(dir, name), chunkToScript(name, code));
   }
 }
 
@@ -118,7 +120,7 @@ async function buildLauncher(out: string): Promise<void> {
     join(dirname(out), CHUNK_DIR),
     "main.ts",
   ]);
-  await hideDynamicImports(join(dirname(out), CHUNK_DIR));
+  await chunksToScripts(join(dirname(out), CHUNK_DIR));
   // `env -S` splits the flags; the absolute deno path matters because
   // runtimes exec plugins with a minimal PATH, or none. DENO_DIR=/dev/null
   // keeps every plugin process off Deno's shared SQLite caches (mmap'd

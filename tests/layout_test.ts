@@ -173,3 +173,17 @@ Deno.test("every module in lib/ has two users: plugins, IPAM plugins, cnitool, a
     .map((f) => `${f}: ${[...users.get(f) ?? []].join(", ") || "no user"}`);
   assertEquals(lonely, []);
 });
+
+// The launcher loads chunks as functions (scripts/chunk_scripts.ts): an
+// import is a copy of the exported value taken once, exact only while no
+// module reassigns what it exports.
+Deno.test("no module exports a binding it could reassign (export let / export var)", async () => {
+  const reassignable: string[] = [];
+  for (const file of graph.keys()) {
+    const code = await Deno.readTextFile(`${ROOT}/${file}`);
+    for (const m of code.matchAll(/^export\s+(?:let|var)\s+([\w$]+)/gm)) {
+      reassignable.push(`${file}: ${m[1]}`);
+    }
+  }
+  assertEquals(reassignable, []);
+});
