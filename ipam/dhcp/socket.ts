@@ -17,7 +17,8 @@
  * @module
  */
 
-import { errno, withNetnsSync } from "../../lib/net/netns.ts";
+import { errno } from "../../lib/net/libc.ts";
+import { withNetnsSync } from "../../lib/net/netns.ts";
 import { ipBytes } from "./message.ts";
 
 const AF_INET = 2;

@@ -8,6 +8,7 @@
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import { withNetnsSync } from "./netns.ts";
 import { traced } from "../cni/trace.ts";
+import { spawn } from "./spawn.ts";
 
 /** What a finished command left behind. */
 export interface ExecResult {
@@ -33,15 +34,15 @@ export interface RunOptions {
 
 const EXEC_ATTR = "/proc/thread-self/attr/exec";
 
-/** Spawns `command` with the forking thread's exec label set to `label`. */
-function spawnLabelled(command: Deno.Command, label: string): Deno.ChildProcess {
+/** Runs `start` with the calling thread's exec label set to `label`. */
+function labelled<T>(label: string, start: () => T): T {
   try {
     Deno.writeTextFileSync(EXEC_ATTR, label);
   } catch (e) {
     throw new CniError(ErrorCode.ioFailure, `failed set socket label: ${(e as Error).message}`);
   }
   try {
-    return command.spawn();
+    return start();
   } finally {
     // The label would otherwise stick to every later child of this thread.
     try {
@@ -79,23 +80,15 @@ export async function run(
   args: string[],
   options: RunOptions = {},
 ): Promise<ExecResult> {
-  const command = new Deno.Command(toolPath(cmd), {
-    args,
-    stdin: options.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  });
-  // The child inherits the namespace of the thread that forks it, so only
+  const path = toolPath(cmd);
+  // The child inherits the namespace of the thread that starts it, so only
   // the spawn itself has to happen inside; waiting happens back home.
-  const spawn = () =>
-    options.execLabel !== undefined ? spawnLabelled(command, options.execLabel) : command.spawn();
-  const child = options.netns ? withNetnsSync(options.netns, spawn) : spawn();
-  if (options.stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(options.stdin));
-    await writer.close();
-  }
-  const output = await traced(`${cmd} ${args.join(" ")}`, () => child.output());
+  const unlabelled = () => spawn(path, args, options.stdin);
+  const start = options.execLabel === undefined
+    ? unlabelled
+    : () => labelled(options.execLabel!, unlabelled);
+  const child = options.netns ? withNetnsSync(options.netns, start) : start();
+  const output = await traced(`${cmd} ${args.join(" ")}`, () => child.wait());
   const result = {
     code: output.code,
     stdout: new TextDecoder().decode(output.stdout),

@@ -11,6 +11,7 @@
 
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import { validateNetnsPath } from "../cni/validate.ts";
+import { errno, libc } from "./libc.ts";
 
 const CLONE_NEWNET = 0x40000000;
 const O_RDONLY_CLOEXEC = 0o2000000;
@@ -18,70 +19,8 @@ const O_RDONLY_CLOEXEC = 0o2000000;
 const NS_GET_NSTYPE = 0xb703n;
 const EINVAL = 22;
 
-/** Where libc's functions are: dlopen statics, i.e. their addresses. */
-const ADDRESSES = {
-  open: { type: "pointer" },
-  close: { type: "pointer" },
-  setns: { type: "pointer" },
-  ioctl: { type: "pointer" },
-  unshare: { type: "pointer" },
-  __errno_location: { type: "pointer" },
-} as const;
-
-let libc: Deno.DynamicLibrary<typeof ADDRESSES> | undefined;
-
-function fn<const D extends Deno.ForeignFunction>(
-  name: keyof typeof ADDRESSES,
-  definition: D,
-): Deno.UnsafeFnPointer<D> {
-  const address = libc!.symbols[name];
-  if (address === null) throw new Error(`libc has no ${name}`);
-  return new Deno.UnsafeFnPointer(address as Deno.PointerObject<D>, definition);
-}
-
-/**
- * libc's functions, called through their addresses rather than declared as
- * dlopen symbols: for each symbol Deno builds a fast-call binding (a
- * Cranelift trampoline, V8 templates) whose code costs a plugin process
- * ~2.7 MiB of peak RSS (tests/bench/memory.ts); a call through a function
- * pointer goes to libffi, synchronously on the calling thread, as setns needs.
- */
-function load() {
-  libc = Deno.dlopen("libc.so.6", ADDRESSES);
-  return {
-    open: fn("open", { parameters: ["buffer", "i32"], result: "i32" }),
-    close: fn("close", { parameters: ["i32"], result: "i32" }),
-    setns: fn("setns", { parameters: ["i32", "i32"], result: "i32" }),
-    ioctl: fn("ioctl", { parameters: ["i32", "usize", "usize"], result: "i32" }),
-    unshare: fn("unshare", { parameters: ["i32"], result: "i32" }),
-    __errno_location: fn("__errno_location", { parameters: [], result: "pointer" }),
-  };
-}
-
-let functions: ReturnType<typeof load> | undefined;
-
-function lib(): ReturnType<typeof load> {
-  return functions ??= load();
-}
-
-/**
- * errno of the last failed libc call on this thread, through any handle on
- * libc (errno is per thread, not per handle): read it right after the call.
- */
-export function errno(): number {
-  const p = lib().__errno_location.call();
-  return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
-}
-
-/** Unloads libc; tests call this so the resource sanitizer stays quiet. */
-export function closeLibc(): void {
-  libc?.close();
-  libc = undefined;
-  functions = undefined;
-}
-
 function openNs(path: string): number {
-  const fd = lib().open.call(new TextEncoder().encode(path + "\0"), O_RDONLY_CLOEXEC);
+  const fd = libc.open.call(new TextEncoder().encode(path + "\0"), O_RDONLY_CLOEXEC);
   if (fd < 0) {
     const err = errno();
     const missing = err === 2;
@@ -107,11 +46,11 @@ export function requireNetns(path: string): void {
   validateNetnsPath(path);
   const fd = openNs(path);
   try {
-    const type = lib().ioctl.call(fd, NS_GET_NSTYPE, 0n);
+    const type = libc.ioctl.call(fd, NS_GET_NSTYPE, 0n);
     // Kernels before 4.11 cannot tell; entering it will.
     if (type >= 0 && type !== CLONE_NEWNET) throw notANetns(path);
   } finally {
-    lib().close.call(fd);
+    libc.close.call(fd);
   }
 }
 
@@ -136,12 +75,11 @@ export function netnsExists(path: string): boolean {
  * Requires CAP_SYS_ADMIN.
  */
 export function withNetnsSync<T>(path: string, fn: () => T): T {
-  const symbols = lib();
   const target = openNs(path);
   let home = -1;
   try {
     home = openNs("/proc/thread-self/ns/net");
-    if (symbols.setns.call(target, CLONE_NEWNET) !== 0) {
+    if (libc.setns.call(target, CLONE_NEWNET) !== 0) {
       const err = errno();
       // EINVAL: the file is not a namespace, or one of another kind.
       if (err === EINVAL) throw notANetns(path);
@@ -157,14 +95,14 @@ export function withNetnsSync<T>(path: string, fn: () => T): T {
       returnTo(home);
     }
   } finally {
-    symbols.close.call(target);
-    if (home >= 0) symbols.close.call(home);
+    libc.close.call(target);
+    if (home >= 0) libc.close.call(home);
   }
 }
 
 /** Puts the JS thread back into the namespace `home` names, or ends the process. */
 function returnTo(home: number): void {
-  if (lib().setns.call(home, CLONE_NEWNET) !== 0) {
+  if (libc.setns.call(home, CLONE_NEWNET) !== 0) {
     // A thread left in another namespace would configure the wrong host from
     // here on; a plugin is short-lived, so stop now.
     console.error(`cnikit: cannot return to the host netns (errno ${errno()})`);
@@ -202,7 +140,7 @@ export class TempNetns {
     const home = openNs("/proc/thread-self/ns/net");
     let fd = -1;
     try {
-      if (lib().unshare.call(CLONE_NEWNET) !== 0) {
+      if (libc.unshare.call(CLONE_NEWNET) !== 0) {
         throw new CniError(
           ErrorCode.ioFailure,
           `failed to create a temporary netns: errno ${errno()}`,
@@ -215,14 +153,14 @@ export class TempNetns {
       }
       return new TempNetns(fd, home);
     } catch (e) {
-      lib().close.call(home);
+      libc.close.call(home);
       throw e;
     }
   }
 
   /** Destroys the namespace (see above) and forgets the home one. */
   close(): void {
-    for (const fd of this.#fds) lib().close.call(fd);
+    for (const fd of this.#fds) libc.close.call(fd);
     this.#fds = [];
   }
 }

@@ -19,7 +19,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { closeLibc, withNetnsSync } from "../../lib/net/netns.ts";
+import { closeLibc } from "../../lib/net/libc.ts";
+import { withNetnsSync } from "../../lib/net/netns.ts";
 import { TestNetns } from "../helpers/netns.ts";
 
 const DIST = new URL("../../dist/bin", import.meta.url).pathname;

@@ -11,7 +11,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { closeLibc, withNetnsSync } from "../../lib/net/netns.ts";
+import { closeLibc } from "../../lib/net/libc.ts";
+import { withNetnsSync } from "../../lib/net/netns.ts";
 import { TestNetns } from "../helpers/netns.ts";
 
 interface Failure {

@@ -7,7 +7,8 @@
  */
 
 import { parseIP } from "../../lib/cni/ipnet.ts";
-import { closeLibc, withNetnsSync } from "../../lib/net/netns.ts";
+import { closeLibc } from "../../lib/net/libc.ts";
+import { withNetnsSync } from "../../lib/net/netns.ts";
 import type { TestNetns } from "./netns.ts";
 
 const SYMBOLS = {

@@ -2,7 +2,7 @@ import { assert, assertEquals, assertMatch } from "../../helpers/assert.ts";
 import { canNetns, type TestNetns, withNamespaces } from "../../helpers/netns.ts";
 import { ipBatch, IpBatchError, type LinkInfo } from "../../../lib/net/ip.ts";
 import { deleteLink } from "../../../lib/net/link.ts";
-import { closeLibc } from "../../../lib/net/netns.ts";
+import { closeLibc } from "../../../lib/net/libc.ts";
 import { CniError } from "../../../lib/cni/errors.ts";
 
 /**
