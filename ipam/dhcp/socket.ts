@@ -17,7 +17,7 @@
  * @module
  */
 
-import { errno } from "../../lib/net/libc.ts";
+import { errno, libc } from "../../lib/net/libc.ts";
 import { withNetnsSync } from "../../lib/net/netns.ts";
 import { ipBytes } from "./message.ts";
 
@@ -44,31 +44,12 @@ const IFREQ = 40;
 /** How long one poll may block: a closing socket waits at most this long for it. */
 const POLL_SLICE_MS = 200;
 
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
-  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  close: { parameters: ["i32"], result: "i32" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-} as const;
-
-let libc: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-
-function lib(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  libc ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return libc.symbols;
-}
-
 /** A failed socket call, with errno and libc's text for it. */
 export class SocketError extends Error {
   readonly errno: number;
 
   constructor(what: string, err: number) {
-    const text = lib().strerror(err);
+    const text = libc.strerror.call(err);
     super(`${what}: ${text ? new Deno.UnsafePointerView(text).getCString() : `errno ${err}`}`);
     this.name = "SocketError";
     this.errno = err;
@@ -89,7 +70,7 @@ function ifreq(ifname: string): Uint8Array {
 }
 
 function ioctl(fd: number, request: number, req: Uint8Array, what: string): DataView {
-  if (lib().ioctl(fd, BigInt(request), req) < 0) throw new SocketError(what, errno());
+  if (libc.ioctl.call(fd, BigInt(request), req) < 0) throw new SocketError(what, errno());
   return new DataView(req.buffer, 16);
 }
 
@@ -123,7 +104,7 @@ function setUpFlag(fd: number, ifname: string, up: boolean): void {
 
 /** socket(2) inside `netns`. */
 function socketIn(netns: string, domain: number, type: number): number {
-  const fd = withNetnsSync(netns, () => lib().socket(domain, type | SOCK_CLOEXEC, 0));
+  const fd = withNetnsSync(netns, () => libc.socket.call(domain, type | SOCK_CLOEXEC, 0));
   if (fd < 0) throw new SocketError("socket", errno());
   return fd;
 }
@@ -134,7 +115,7 @@ function withControlSocket<T>(netns: string, fn: (fd: number) => T): T {
   try {
     return fn(fd);
   } finally {
-    lib().close(fd);
+    libc.close.call(fd);
   }
 }
 
@@ -188,7 +169,7 @@ function attachFilter(fd: number): void {
   const fview = new DataView(fprog.buffer);
   fview.setUint16(0, FILTER.length, true);
   fview.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(program))), true);
-  if (lib().setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, fprog.length) < 0) {
+  if (libc.setsockopt.call(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, fprog.length) < 0) {
     throw new SocketError("attaching the DHCP filter", errno());
   }
 }
@@ -211,7 +192,7 @@ function sockaddrLl(ifindex: number, mac?: Uint8Array): Uint8Array {
  * routed as any host traffic, from an ephemeral port.
  */
 export function sendUdp(ip: string, port: number, payload: Uint8Array): void {
-  const fd = lib().socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const fd = libc.socket.call(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new SocketError("socket", errno());
   try {
     const sin = new Uint8Array(16);
@@ -219,10 +200,10 @@ export function sendUdp(ip: string, port: number, payload: Uint8Array): void {
     view.setUint16(0, AF_INET, true);
     view.setUint16(2, port);
     sin.set(ipBytes(ip), 4);
-    const sent = lib().sendto(fd, payload, BigInt(payload.length), 0, sin, sin.length);
+    const sent = libc.sendto.call(fd, payload, BigInt(payload.length), 0, sin, sin.length);
     if (sent < 0) throw new SocketError(`sending to ${ip}:${port}`, errno());
   } finally {
-    lib().close(fd);
+    libc.close.call(fd);
   }
 }
 
@@ -265,19 +246,19 @@ export class PacketSocket {
     try {
       const link = readLink(fd, ifname);
       attachFilter(fd);
-      if (lib().bind(fd, sockaddrLl(link.ifindex), SOCKADDR_LL) < 0) {
+      if (libc.bind.call(fd, sockaddrLl(link.ifindex), SOCKADDR_LL) < 0) {
         throw new SocketError(`binding to "${ifname}"`, errno());
       }
       return new PacketSocket(fd, link);
     } catch (e) {
-      lib().close(fd);
+      libc.close.call(fd);
       throw e;
     }
   }
 
   /** Sends an IPv4 packet to `mac` on the link. */
   send(packet: Uint8Array, mac: Uint8Array): void {
-    const sent = lib().sendto(
+    const sent = libc.sendto.call(
       this.#fd,
       packet,
       BigInt(packet.length),
@@ -292,7 +273,7 @@ export class PacketSocket {
   #read(): Frame | null {
     new DataView(this.#fromLength.buffer).setUint32(0, SOCKADDR_LL, true);
     const n = Number(
-      lib().recvfrom(
+      libc.recvfrom.call(
         this.#fd,
         this.#buffer,
         BigInt(this.#buffer.length),
@@ -325,7 +306,7 @@ export class PacketSocket {
       }
       const left = deadline - Date.now();
       if (left <= 0 || signal?.aborted) return null;
-      this.#polling = lib().poll(this.#pollfd, 1n, Math.min(left, POLL_SLICE_MS));
+      this.#polling = libc.poll.call(this.#pollfd, 1n, Math.min(left, POLL_SLICE_MS));
       await this.#polling;
       this.#polling = undefined;
     }
@@ -335,7 +316,7 @@ export class PacketSocket {
   async close(): Promise<void> {
     if (this.#fd < 0) return;
     await this.#polling;
-    lib().close(this.#fd);
+    libc.close.call(this.#fd);
     this.#fd = -1;
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The libc functions cnikit calls through FFI, in one place: setns and
  * friends for entering namespaces (netns.ts), posix_spawn and waitpid for
- * running programs (spawn.ts).
+ * running programs (spawn.ts), sockets and ioctls for the DHCP client
+ * (ipam/dhcp/socket.ts).
  *
  * Functions are called through their addresses rather than declared as
  * dlopen symbols: for each symbol Deno builds a fast-call binding (a
@@ -34,6 +35,13 @@ const ADDRESSES = {
   sigemptyset: { type: "pointer" },
   sigaddset: { type: "pointer" },
   waitpid: { type: "pointer" },
+  socket: { type: "pointer" },
+  bind: { type: "pointer" },
+  setsockopt: { type: "pointer" },
+  sendto: { type: "pointer" },
+  recvfrom: { type: "pointer" },
+  poll: { type: "pointer" },
+  strerror: { type: "pointer" },
 } as const;
 
 /** The signatures of the functions (everything in ADDRESSES but `environ`). */
@@ -41,7 +49,7 @@ const SIGNATURES = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   setns: { parameters: ["i32", "i32"], result: "i32" },
-  ioctl: { parameters: ["i32", "usize", "usize"], result: "i32" },
+  ioctl: { parameters: ["i32", "usize", "buffer"], result: "i32" },
   unshare: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
@@ -61,6 +69,14 @@ const SIGNATURES = {
   sigaddset: { parameters: ["buffer", "i32"], result: "i32" },
   // On a thread of Deno's blocking pool: waiting for a child must not stop the JS thread.
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: true },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
+  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
+  // Waits up to its timeout: on the blocking pool, so the daemon's JS thread keeps serving.
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
 
 type Signatures = typeof SIGNATURES;

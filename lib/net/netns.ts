@@ -46,7 +46,7 @@ export function requireNetns(path: string): void {
   validateNetnsPath(path);
   const fd = openNs(path);
   try {
-    const type = libc.ioctl.call(fd, NS_GET_NSTYPE, 0n);
+    const type = libc.ioctl.call(fd, NS_GET_NSTYPE, null);
     // Kernels before 4.11 cannot tell; entering it will.
     if (type >= 0 && type !== CLONE_NEWNET) throw notANetns(path);
   } finally {
