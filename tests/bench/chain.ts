@@ -18,7 +18,7 @@ const DIST = new URL("../../dist/bin", import.meta.url).pathname;
 const REFERENCE = "/usr/lib/cni";
 
 /** The list (spec 1.0.0: Debian's libcni and reference plugins know no newer), state under `dir`. */
-function chainConf(dir: string, bridge: string, subnet: string): Record<string, unknown> {
+export function chainConf(dir: string, bridge: string, subnet: string): Record<string, unknown> {
   return {
     cniVersion: "1.0.0",
     name: "bench-chain",
@@ -57,6 +57,14 @@ const CAPABILITIES = {
   },
 };
 
+/**
+ * How a way starts its process: as it is, or under another program (strace,
+ * to count the processes a chain starts: tests/bench/spawns.ts).
+ */
+export type Wrap = (program: string, args: string[]) => [string, string[]];
+
+const direct: Wrap = (program, args) => [program, args];
+
 interface Way {
   name: string;
   /** ADD then DEL of one attachment; their times in ms. */
@@ -65,13 +73,13 @@ interface Way {
     ctr: TestNetns,
     dir: string,
     id: string,
+    wrap?: Wrap,
   ): Promise<{ add: number; del: number }>;
 }
 
 async function spawnIn(
   host: TestNetns,
-  program: string,
-  args: string[],
+  [program, args]: [string, string[]],
   env: Record<string, string>,
 ): Promise<string> {
   const child = withNetnsSync(
@@ -89,7 +97,7 @@ async function spawnIn(
 function cnitool(): Way {
   return {
     name: "cnikit, cnitool",
-    async run(host, ctr, dir) {
+    async run(host, ctr, dir, _id, wrap = direct) {
       const env = {
         NETCONFPATH: dir,
         CNI_PATH: DIST,
@@ -97,10 +105,10 @@ function cnitool(): Way {
         CAP_ARGS: JSON.stringify(CAPABILITIES),
       };
       let t = performance.now();
-      await spawnIn(host, `${DIST}/cnitool`, ["add", "bench-chain", ctr.path], env);
+      await spawnIn(host, wrap(`${DIST}/cnitool`, ["add", "bench-chain", ctr.path]), env);
       const add = performance.now() - t;
       t = performance.now();
-      await spawnIn(host, `${DIST}/cnitool`, ["del", "bench-chain", ctr.path], env);
+      await spawnIn(host, wrap(`${DIST}/cnitool`, ["del", "bench-chain", ctr.path]), env);
       return { add, del: performance.now() - t };
     },
   };
@@ -109,11 +117,15 @@ function cnitool(): Way {
 function libcni(name: string, bin: string): Way {
   return {
     name,
-    async run(host, ctr, dir, id) {
-      const out = await spawnIn(host, await driverPath(), [
-        ...["-conflist", `${dir}/bench-chain.conflist`, "-cache", `${dir}/cache`, "-path", bin],
-        ...["-netns", ctr.path, "-id", id, "-cap", JSON.stringify(CAPABILITIES), "adddel"],
-      ], {});
+    async run(host, ctr, dir, id, wrap = direct) {
+      const out = await spawnIn(
+        host,
+        wrap(await driverPath(), [
+          ...["-conflist", `${dir}/bench-chain.conflist`, "-cache", `${dir}/cache`, "-path", bin],
+          ...["-netns", ctr.path, "-id", id, "-cap", JSON.stringify(CAPABILITIES), "adddel"],
+        ]),
+        {},
+      );
       return JSON.parse(out);
     },
   };
