@@ -74,6 +74,19 @@ export function toolPath(name: string): string {
   throw new CniError(ErrorCode.internal, `cannot find "${name}" in PATH or the system directories`);
 }
 
+/**
+ * STATUS of a plugin that runs `tools`: fails with code 50 (plugin not
+ * available) naming the first one that cannot be found.
+ */
+export function requireTools(...tools: string[]): Promise<void> {
+  try {
+    for (const tool of tools) toolPath(tool);
+  } catch (e) {
+    return Promise.reject(new CniError(ErrorCode.pluginNotAvailable, (e as Error).message));
+  }
+  return Promise.resolve();
+}
+
 /** Runs `cmd args…` and waits for it. Throws a CniError (code 5) on failure unless `allowFailure`. */
 export async function run(
   cmd: string,

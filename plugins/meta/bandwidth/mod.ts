@@ -17,7 +17,7 @@ import { hashedName } from "../../../lib/cni/hash.ts";
 import { goStruct, NETCONF_FIELDS, parseConf } from "../../../lib/cni/conf.ts";
 import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
 import { checkFailed } from "../../../lib/net/check.ts";
-import { toolPath } from "../../../lib/net/exec.ts";
+import { requireTools } from "../../../lib/net/exec.ts";
 import {
   ipBatch,
   IpBatchError,
@@ -324,14 +324,9 @@ async function gc(args: CmdArgs): Promise<void> {
   }
 }
 
+/** STATUS: `ip` and `tc` must be at hand. */
 function status(): Promise<void> {
-  try {
-    toolPath("ip");
-    toolPath("tc");
-  } catch (e) {
-    throw new CniError(ErrorCode.pluginNotAvailable, (e as Error).message);
-  }
-  return Promise.resolve();
+  return requireTools("ip", "tc");
 }
 
 /** The bandwidth plugin (spec 0.3.0 and later, as the reference). */

@@ -31,7 +31,7 @@ import {
 import { type Rollback, withRollback } from "../../../lib/cni/rollback.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
-import { toolPath } from "../../../lib/net/exec.ts";
+import { requireTools } from "../../../lib/net/exec.ts";
 import { ipBatch, IpBatchError, type IpStep, ipSteps, type LinkInfo } from "../../../lib/net/ip.ts";
 import { netnsExists, requireNetns, withNetnsLock } from "../../../lib/net/netns.ts";
 import {
@@ -354,13 +354,9 @@ function check(): Promise<void> {
   return Promise.resolve();
 }
 
+/** STATUS: the `ip` tool must be at hand. */
 function status(): Promise<void> {
-  try {
-    toolPath("ip");
-  } catch (e) {
-    throw new CniError(ErrorCode.pluginNotAvailable, (e as Error).message);
-  }
-  return Promise.resolve();
+  return requireTools("ip");
 }
 
 /** The sbr plugin. GC has nothing to collect: every rule lives in its container's namespace. */

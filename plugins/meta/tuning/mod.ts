@@ -13,7 +13,7 @@ import { parseCniArgs } from "../../../lib/cni/args.ts";
 import { GoInt, goStruct, NETCONF_FIELDS, parseConf } from "../../../lib/cni/conf.ts";
 import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
 import { checkFailed } from "../../../lib/net/check.ts";
-import { toolPath } from "../../../lib/net/exec.ts";
+import { requireTools } from "../../../lib/net/exec.ts";
 import { ipBatch, IpBatchError, type LinkInfo } from "../../../lib/net/ip.ts";
 import { getLink, parseMac } from "../../../lib/net/link.ts";
 import { netnsExists, requireNetns, withNetnsSync } from "../../../lib/net/netns.ts";
@@ -330,13 +330,9 @@ function gc(args: CmdArgs): Promise<void> {
   return Promise.resolve();
 }
 
+/** STATUS: the `ip` tool must be at hand. */
 function status(): Promise<void> {
-  try {
-    toolPath("ip");
-  } catch (e) {
-    throw new CniError(ErrorCode.pluginNotAvailable, (e as Error).message);
-  }
-  return Promise.resolve();
+  return requireTools("ip");
 }
 
 /** The tuning plugin. */

@@ -21,7 +21,7 @@ import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
 import { versionsFrom } from "../../../lib/cni/spec/version.ts";
 import { checkFailed } from "../../../lib/net/check.ts";
-import { toolPath } from "../../../lib/net/exec.ts";
+import { requireTools } from "../../../lib/net/exec.ts";
 import { settleAddresses } from "../../../lib/net/iface.ts";
 import {
   type AddrInfo,
@@ -250,13 +250,9 @@ async function check(args: CmdArgs): Promise<void> {
   }
 }
 
+/** STATUS: the `ip` tool must be at hand. */
 function status(): Promise<void> {
-  try {
-    toolPath("ip");
-  } catch (e) {
-    throw new CniError(ErrorCode.pluginNotAvailable, (e as Error).message);
-  }
-  return Promise.resolve();
+  return requireTools("ip");
 }
 
 /** The vrf plugin; spec 0.3.1 and later, as the reference. GC has nothing to collect. */
