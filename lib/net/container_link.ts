@@ -196,6 +196,18 @@ export function linkMode(kind: string, modes: readonly string[], configured?: st
   return mode;
 }
 
+/**
+ * A CHECK `verify` for {@link checkAttachedLink}: the link's kernel mode
+ * must be `mode`. `what` starts the failure as the reference words it
+ * (`container macvlan mode`, `Container IPVlan mode`).
+ */
+export function expectMode(what: string, mode: string): (link: LinkInfo) => void {
+  return (link) => {
+    const have = link.linkinfo?.info_data?.mode;
+    if (have !== mode) checkFailed(`${what} ${have} does not match expected value: ${mode}`);
+  };
+}
+
 /** Options for {@link ContainerLink.configure}. */
 export interface LinkSetup {
   /** Commands after the rename, before the addresses (`link set <ifname> master <bridge>`). */

@@ -16,13 +16,13 @@ import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
 import { delegate } from "../../../lib/cni/invoke.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
-import { checkFailed } from "../../../lib/net/check.ts";
 import {
   ANNOUNCE_ADDRESSES,
   attachContainerLink,
   checkAttachedLink,
   createContainerLink,
   detachContainerLink,
+  expectMode,
   linkAddCommand,
   linkMode,
 } from "../../../lib/net/container_link.ts";
@@ -121,12 +121,7 @@ async function check(args: CmdArgs): Promise<void> {
     // Unset, the master came from the default route or a chain that CHECK cannot see again.
     ...(conf.master ? { master: conf.master } : {}),
     masterInContainer: conf.linkInContainer ?? false,
-    verify: (link) => {
-      const have = link.linkinfo?.info_data?.mode;
-      if (have !== mode) {
-        checkFailed(`Container IPVlan mode ${have} does not match expected value: ${mode}`);
-      }
-    },
+    verify: expectMode("Container IPVlan mode", mode),
   });
 }
 

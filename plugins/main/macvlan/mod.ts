@@ -17,13 +17,13 @@ import { CniError, ErrorCode, invalidConfig } from "../../../lib/cni/errors.ts";
 import { delegate } from "../../../lib/cni/invoke.ts";
 import type { CmdArgs, Plugin } from "../../../lib/cni/skel.ts";
 import type { Result } from "../../../lib/cni/spec/schemas.ts";
-import { checkFailed } from "../../../lib/net/check.ts";
 import {
   ANNOUNCE_ADDRESSES,
   attachContainerLink,
   checkAttachedLink,
   createContainerLink,
   detachContainerLink,
+  expectMode,
   linkAddCommand,
   linkMode,
 } from "../../../lib/net/container_link.ts";
@@ -135,12 +135,7 @@ async function check(args: CmdArgs): Promise<void> {
     ipamType: conf.ipam?.type ?? "",
     master: await masterOf(conf, args.netns),
     masterInContainer: inContainer,
-    verify: (link) => {
-      const have = link.linkinfo?.info_data?.mode;
-      if (have !== mode) {
-        checkFailed(`container macvlan mode ${have} does not match expected value: ${mode}`);
-      }
-    },
+    verify: expectMode("container macvlan mode", mode),
   });
 }
 
