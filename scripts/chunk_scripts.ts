@@ -43,29 +43,42 @@ function exportEntries(list: string): string {
   }).join(",");
 }
 
+/** One leading `import` statement: what it binds, from which chunk. */
+interface ChunkImport {
+  list?: string;
+  namespace?: string;
+  from: string;
+}
+
+/** The run of `import … from "./x.js"` statements a chunk starts with, and the code after it. */
+function leadingImports(code: string): { imports: ChunkImport[]; rest: string } {
+  const imports: ChunkImport[] = [];
+  let rest = code;
+  for (let m = IMPORT_STATEMENT.exec(rest); m; m = IMPORT_STATEMENT.exec(rest)) {
+    imports.push({ list: m[1], namespace: m[2], from: m[3]! });
+    rest = rest.slice(m[0].length).replace(/^\s+/, "");
+  }
+  return { imports, rest };
+}
+
 /**
  * One chunk's ES-module text as the body of an async function of `LOAD`
  * that returns the chunk's exports. Throws on any module syntax it does not
  * know, naming the chunk.
  */
 export function chunkToScript(name: string, code: string): string {
-  let rest = code;
-  const head: string[] = [];
-  for (let m = IMPORT_STATEMENT.exec(rest); m; m = IMPORT_STATEMENT.exec(rest)) {
-    const [statement, list, namespace, from] = m;
+  const { imports, rest } = leadingImports(code);
+  const head = imports.map(({ list, namespace, from }) => {
     const loaded = `await ${LOAD}(${JSON.stringify(from)})`;
-    if (list !== undefined) head.push(`const${destructuring(list)}=${loaded};`);
-    else if (namespace !== undefined) head.push(`const ${namespace}=${loaded};`);
-    else head.push(`${loaded};`);
-    rest = rest.slice(statement.length).replace(/^\s+/, "");
-  }
-  let tail = "";
+    if (list !== undefined) return `const${destructuring(list)}=${loaded};`;
+    return namespace !== undefined ? `const ${namespace}=${loaded};` : `${loaded};`;
+  });
   const exported = EXPORT_CLAUSE.exec(rest);
-  if (exported) {
-    rest = rest.slice(0, exported.index);
-    tail = `return{${exportEntries(exported[1]!)}};`;
-  }
-  const body = rest.replace(LAZY_IMPORT, (_, from: string) => `${LOAD}(${JSON.stringify(from)})`);
+  const tail = exported ? `return{${exportEntries(exported[1]!)}};` : "";
+  const body = (exported ? rest.slice(0, exported.index) : rest).replace(
+    LAZY_IMPORT,
+    (_, from: string) => `${LOAD}(${JSON.stringify(from)})`,
+  );
   const leftover = LEFTOVER_MODULE_SYNTAX.exec(body);
   if (leftover) {
     const at = body.slice(Math.max(0, leftover.index - 40), leftover.index + 40);
@@ -73,17 +86,6 @@ export function chunkToScript(name: string, code: string): string {
   }
   // Chunks are strict as modules are; sourceURL names the chunk in stack traces.
   return `"use strict";${head.join("")}\n${body}\n${tail}\n//# sourceURL=${name}\n`;
-}
-
-/** The chunks each chunk loads before its body runs, for the cycle check. */
-function staticImports(code: string): string[] {
-  const out: string[] = [];
-  let rest = code;
-  for (let m = IMPORT_STATEMENT.exec(rest); m; m = IMPORT_STATEMENT.exec(rest)) {
-    out.push(m[3]!.slice(2));
-    rest = rest.slice(m[0].length).replace(/^\s+/, "");
-  }
-  return out;
 }
 
 /**
@@ -99,7 +101,9 @@ export function assertNoCycle(chunks: ReadonlyMap<string, string>): void {
       throw new Error(`static import cycle among chunks: ${[...path, name].join(" → ")}`);
     }
     state.set(name, "visiting");
-    for (const dep of staticImports(chunks.get(name) ?? "")) visit(dep, [...path, name]);
+    for (const { from } of leadingImports(chunks.get(name) ?? "").imports) {
+      visit(from.slice(2), [...path, name]);
+    }
     state.set(name, "done");
   };
   for (const name of chunks.keys()) visit(name, []);

@@ -107,6 +107,11 @@ export const libc: Libc = new Proxy({} as Libc, {
   },
 });
 
+/** `text` as a NUL-terminated C string. */
+export function cString(text: string): Uint8Array {
+  return new TextEncoder().encode(text + "\0");
+}
+
 /** The process's environment block (`char **environ`) as libc has it now. */
 export function environ(): Deno.PointerValue {
   return new Deno.UnsafePointerView(address("environ")).getPointer();

@@ -11,7 +11,7 @@
 
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import { validateNetnsPath } from "../cni/validate.ts";
-import { errno, libc } from "./libc.ts";
+import { cString, errno, libc } from "./libc.ts";
 
 const CLONE_NEWNET = 0x40000000;
 const O_RDONLY_CLOEXEC = 0o2000000;
@@ -20,7 +20,7 @@ const NS_GET_NSTYPE = 0xb703n;
 const EINVAL = 22;
 
 function openNs(path: string): number {
-  const fd = libc.open.call(new TextEncoder().encode(path + "\0"), O_RDONLY_CLOEXEC);
+  const fd = libc.open.call(cString(path), O_RDONLY_CLOEXEC);
   if (fd < 0) {
     const err = errno();
     const missing = err === 2;

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { environ, errno, libc } from "./libc.ts";
+import { cString, environ, errno, libc } from "./libc.ts";
 
 /** How a child ended and what it wrote. */
 export interface Finished {
@@ -43,10 +43,6 @@ const SPAWNATTR_SIZE = 512;
 const SIGSET_SIZE = 128;
 /** waitpid on a pool thread cannot read that thread's errno; a failure is retried this often. */
 const WAIT_ATTEMPTS = 100;
-
-function cString(text: string): Uint8Array {
-  return new TextEncoder().encode(text + "\0");
-}
 
 /** A NULL-terminated array of pointers to the strings (which the caller keeps alive). */
 function pointerArray(strings: Uint8Array[]): BigUint64Array {
